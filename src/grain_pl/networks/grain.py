@@ -1,0 +1,139 @@
+"""GRAIN, wired as in the paper's Figure 2.
+
+    hr -> encoder -> quantize -> lr -> decoder -> y_inv, decoder_features
+       -> latent_codes -> w_plus -> StyleGAN2 (frozen prior) -> prior_image, prior_features
+       -> fusion(decoder_features, prior_features) -> hr_out
+
+Plain nn.Modules only: no Lightning, no file I/O, no losses (see grain_pl.weights and grain_pl.stages).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from grain_pl.networks.checkpointing import set_checkpointing
+from grain_pl.networks.config import GrainConfig, get_preset
+from grain_pl.networks.decoder import Decoder
+from grain_pl.networks.encoder import Encoder
+from grain_pl.networks.fusion import Fusion
+from grain_pl.networks.latent_codes import LatentCodeBank
+from grain_pl.networks.quantize import Quantize
+from grain_pl.networks.stylegan2 import StyleGAN2Generator
+
+NOISE_MODES = ("auto", "random", "const", "zero")
+
+
+@dataclass
+class GrainOutput:
+    """Every image of the data flow, in [-1, 1] (B, 3, H, W); features only when asked for."""
+
+    lr: torch.Tensor
+    y_inv: torch.Tensor
+    w_plus: torch.Tensor | None = None
+    prior_image: torch.Tensor | None = None
+    hr_out: torch.Tensor | None = None
+    decoder_features: dict[int, torch.Tensor] | None = None
+    prior_features: dict[int, torch.Tensor] | None = None
+
+
+def check_image(image: torch.Tensor, size: int, name: str) -> None:
+    """A ValueError naming the expected and the given shape, for HR and LR inputs."""
+    if image.dim() != 4 or image.shape[1] != 3 or tuple(image.shape[2:]) != (size, size):
+        raise ValueError(f"{name} must have shape (B, 3, {size}, {size}), got {tuple(image.shape)}")
+
+
+class GRAIN(nn.Module):
+    """The whole network. Parts, in data-flow order: `encoder`, `quantize`, `decoder`, `latent_codes`,
+    `generator` (frozen), `fusion`.
+
+    prior_noise: the StyleGAN2 noise inputs. "auto" draws fresh noise in training (as the official code) and
+    uses the generator's fixed noise buffers in eval mode, so decoding is deterministic.
+    """
+
+    def __init__(self, config: GrainConfig | str = "paper-1024-lr16", prior_noise: str = "auto",
+                 quantize_noise_at_eval: bool = False, checkpointing: bool = False) -> None:
+        super().__init__()
+        if prior_noise not in NOISE_MODES:
+            raise ValueError(f"prior_noise must be one of {NOISE_MODES}, got {prior_noise!r}")
+        self.config = get_preset(config) if isinstance(config, str) else config
+        self.prior_noise = prior_noise
+        cfg = self.config
+
+        # Invertible Extreme Rescaling Module
+        self.encoder = Encoder(cfg.num_downsamples, cfg.channels, cfg.growth_channels, cfg.encoder_blocks)
+        self.quantize = Quantize(noise_at_eval=quantize_noise_at_eval)
+        light = {r for r in cfg.decoder_resolutions if cfg.uses_light_blocks(r)}
+        self.decoder = Decoder(cfg.decoder_resolutions, cfg.blocks_per_scale, light, cfg.channels,
+                               cfg.growth_channels)
+        # Scale-Specific Generative Prior Module
+        self.latent_codes = LatentCodeBank(cfg.num_ws, cfg.decoder_resolutions, cfg.channels, cfg.style_dim,
+                                           cfg.code_head_size)
+        self.generator = StyleGAN2Generator(cfg.hr_size, style_dim=cfg.style_dim, n_mlp=cfg.mapping_layers,
+                                            channel_multiplier=cfg.channel_multiplier,
+                                            channel_max=cfg.generator_channel_max)
+        self.generator.requires_grad_(False)  # the pretrained prior is never trained
+        # Upscaling Priors Decoding Module
+        self.fusion = Fusion(cfg.fusion_resolutions, cfg.channels,
+                             {r: cfg.generator_channels(r) for r in cfg.fusion_resolutions},
+                             cfg.fusion_channels, cfg.fusion_head_channels, cfg.se_reduction)
+        self.set_checkpointing(checkpointing)
+
+    # ----- the data flow -----
+    def forward(self, hr: torch.Tensor, return_features: bool = False) -> GrainOutput:
+        check_image(hr, self.config.hr_size, "hr")
+        lr = self.encode(hr)  # 1. encoder + 2. quantizer
+        return self.decode(lr, return_features=return_features)
+
+    def encode(self, hr: torch.Tensor) -> torch.Tensor:
+        """HR -> the 8-bit-valued LR image (noisy quantization in training mode)."""
+        check_image(hr, self.config.hr_size, "hr")
+        return self.quantize(self.encoder(hr))
+
+    def rescale(self, hr: torch.Tensor) -> GrainOutput:
+        """Stage 1's path only: HR -> LR -> y_inv (no prior, no fusion)."""
+        lr = self.encode(hr)
+        y_inv, decoder_features = self.decoder(lr)
+        return GrainOutput(lr=lr, y_inv=y_inv, decoder_features=decoder_features)
+
+    def decode(self, lr: torch.Tensor, return_features: bool = False) -> GrainOutput:
+        check_image(lr, self.config.lr_size, "lr")
+        # 3. decoder: LR -> y_inv and a feature map at every scale
+        y_inv, decoder_features = self.decoder(lr)
+        # 4. latent-code bank: decoder features -> W+
+        w_plus = self.latent_codes(decoder_features)
+        # 5. frozen StyleGAN2: W+ -> prior image and its features
+        prior = self.generator.synthesize(w_plus, noise_mode=self.current_noise_mode, return_features=True)
+        # 6. fusion of decoder and prior features -> final HR image
+        hr_out = self.fusion(decoder_features, prior.features)
+        return GrainOutput(
+            lr=lr, y_inv=y_inv, w_plus=w_plus, prior_image=prior.image, hr_out=hr_out,
+            decoder_features=decoder_features if return_features else None,
+            prior_features=prior.features if return_features else None,
+        )
+
+    # ----- settings -----
+    @property
+    def current_noise_mode(self) -> str:
+        if self.prior_noise == "auto":
+            return "random" if self.training else "const"
+        return self.prior_noise
+
+    def set_checkpointing(self, enabled: bool) -> None:
+        """Activation checkpointing of the encoder, decoder and fusion (memory for one more forward pass)."""
+        set_checkpointing(self, enabled)
+
+    def train(self, mode: bool = True) -> GRAIN:
+        super().train(mode)
+        self.generator.eval()  # frozen prior: always in eval mode
+        return self
+
+    @torch.no_grad()
+    def set_latent_avg(self, latent_avg: torch.Tensor) -> None:
+        self.latent_codes.latent_avg.copy_(latent_avg.reshape(-1))
+
+    def parts(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "decoder": self.decoder, "latent_codes": self.latent_codes,
+                "generator": self.generator, "fusion": self.fusion}
