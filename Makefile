@@ -6,7 +6,25 @@ PIP    := $(BIN)/pip install --constraint constraints.txt
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench clean
+.PHONY: help install test lint bench clean train train-prior train-stage1 train-stage2 train-stage3 train-final
+
+# Training settings (override on the command line: make train-stage1 DATA=conf/data/cat_256.yaml DEVICES=2)
+DATA      ?= conf/data/celebahq_1024.yaml
+OVERLAY   ?=
+PRESET    ?=
+PRIOR     ?=
+DEVICES   ?= auto
+NODES     ?= 1
+STRATEGY  ?= auto
+PRECISION ?= 32-true
+RESUME    ?=
+FIT_ARGS  ?=
+# $(1): the stage's config file in conf/; later configs override earlier ones.
+grain_fit = $(BIN)/grain fit --config conf/trainer.yaml --config conf/$(1).yaml --config $(DATA) \
+	$(if $(2),$(if $(OVERLAY),--config $(OVERLAY))) $(if $(2),$(if $(PRESET),--model.init_args.network $(PRESET))) \
+	$(if $(2),$(if $(PRIOR),--model.init_args.prior_path $(PRIOR))) \
+	--trainer.devices $(DEVICES) --trainer.num_nodes $(NODES) --trainer.strategy $(STRATEGY) \
+	--trainer.precision $(PRECISION) $(if $(RESUME),--ckpt_path $(RESUME)) $(FIT_ARGS)
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -28,6 +46,23 @@ lint: $(STAMP)  ## ruff over src/, tests/ and benchmarks/
 
 bench: $(STAMP)  ## forward/training-step time and peak memory at the paper preset (1024 px, fp32, CPU)
 	$(BIN)/python benchmarks/bench_network.py $(BENCH_ARGS)
+
+train-prior: $(STAMP)  ## optional: train a StyleGAN2 prior on DATA (exports runs/prior/stylegan2.pt)
+	$(call grain_fit,prior,)
+
+train-stage1: $(STAMP)  ## stage 1: encoder + decoder (runs/stage1)
+	$(call grain_fit,stage1,grain)
+
+train-stage2: $(STAMP)  ## stage 2: latent codes, from runs/stage1/checkpoints/last.ckpt (needs PRIOR or conf's prior_path)
+	$(call grain_fit,stage2,grain)
+
+train-stage3: $(STAMP)  ## stage 3: fusion, from runs/stage2/checkpoints/last.ckpt
+	$(call grain_fit,stage3,grain)
+
+train-final: $(STAMP)  ## final stage: end to end, from runs/stage3; exports runs/final/grain.safetensors
+	$(call grain_fit,final,grain)
+
+train: train-stage1 train-stage2 train-stage3 train-final  ## all GRAIN stages in order
 
 clean:  ## remove the virtual env and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -1,5 +1,9 @@
 """The `grain` command.
 
+    grain fit --config conf/trainer.yaml --config conf/data/celebahq_1024.yaml --config conf/stage1.yaml
+    grain fit ... --config conf/stage2.yaml --init_from runs/stage1/checkpoints/last.ckpt
+    grain fit ... --ckpt_path runs/stage1/checkpoints/last.ckpt        # resume the same stage
+
     grain convert stylegan2 stylegan2-ffhq-config-f.pt -o prior.safetensors
     grain convert irse50 model_ir_se50.pth -o irse50.safetensors
     grain convert grain --preset paper-1024-lr16 --prior stylegan2-ffhq-config-f.pt \
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,7 +68,9 @@ def _convert_grain(args: argparse.Namespace) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grain", description="GRAIN: faithful extreme image rescaling.")
+    parser = argparse.ArgumentParser(
+        prog="grain", description="GRAIN: faithful extreme image rescaling. Training: grain fit|validate|test "
+        "--config ... (LightningCLI; `grain fit --help`).")
     commands = parser.add_subparsers(dest="command", required=True)
 
     convert = commands.add_parser("convert", help="convert public checkpoints to safetensors")
@@ -91,7 +98,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def lightning_cli(argv: Sequence[str], run: bool = True):
+    """`grain fit|validate|test|predict`: LightningCLI over any stage (class_path) and GrainDataModule.
+
+    With run=False (tests, notebooks) it only parses and instantiates; argv then has no subcommand.
+    """
+    from pytorch_lightning.cli import LightningCLI
+
+    from grain_pl.callbacks import InitFromStage
+    from grain_pl.data import GrainDataModule
+
+    class GrainCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument("--init_from", type=str | None, default=None,
+                                help="start from this previous-stage checkpoint (the parts the stage inherits)")
+
+        def instantiate_trainer(self, **kwargs):
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            if config.get("init_from"):
+                configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+                configured = configured if isinstance(configured, list) else [configured]
+                kwargs["callbacks"] = [*configured, InitFromStage(config["init_from"])]
+            return super().instantiate_trainer(**kwargs)
+
+    # every run keeps its resolved config next to its logs, under a name no later run overwrites
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return GrainCLI(None, GrainDataModule, subclass_mode_model=True, args=list(argv), run=run,
+                    auto_configure_optimizers=False,
+                    save_config_kwargs={"overwrite": False, "config_filename": f"config-{stamp}.yaml"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        lightning_cli(argv)
+        return 0
     args = build_parser().parse_args(argv)
     try:
         print(args.run(args))
