@@ -32,7 +32,7 @@ help:  ## list the targets
 $(STAMP): setup.cfg constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.14.1 torchvision==0.29.1
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,faces]'
 	$(BIN)/python -m grain_pl.weights.lpips_alexnet  # LPIPS's AlexNet offline (no-op once cached)
 	touch $(STAMP)
 

@@ -22,6 +22,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from grain_pl.codec_cli import add_codec_commands
+from grain_pl.evaluation_cli import add_evaluate_command
+from grain_pl.faces_cli import add_prepare_command
 from grain_pl.weights.io import CheckpointError
 
 
@@ -72,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="grain", description="GRAIN: faithful extreme image rescaling. Training: grain fit|validate|test "
         "--config ... (LightningCLI; `grain fit --help`).")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_codec_commands(commands)
 
     convert = commands.add_parser("convert", help="convert public checkpoints to safetensors")
     kinds = convert.add_subparsers(dest="kind", required=True)
@@ -91,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     grain.add_argument("--code-stylegan", help="codeStyleGAN_model.pt (latent-code bank)")
     grain.add_argument("--fusion", help="Fusion_model.pt (fusion decoder)")
     grain.set_defaults(run=_convert_grain)
+
+    add_prepare_command(commands)
+    add_evaluate_command(commands)
 
     for sub in (stylegan2, irse50, grain):
         sub.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
@@ -124,6 +131,12 @@ def lightning_cli(argv: Sequence[str], run: bool = True):
                 kwargs["callbacks"] = [*configured, InitFromStage(config["init_from"])]
             return super().instantiate_trainer(**kwargs)
 
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI 2.6 merges a --ckpt_path checkpoint's hyper-parameters *over* the parsed configs: our
+            # "stage"/"init_from" records are no __init__ arguments (the parse fails), and a resume could not change
+            # e.g. max_iterations. The configs and the command line describe the run; ckpt_path restores its state.
+            return
+
     # every run keeps its resolved config next to its logs, under a name no later run overwrites
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return GrainCLI(None, GrainDataModule, subclass_mode_model=True, args=list(argv), run=run,
@@ -139,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         print(args.run(args))
-    except (CheckpointError, FileExistsError, ValueError) as err:
+    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"grain {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -59,6 +59,7 @@ def test_final_stage_freezes_the_head_no_loss_reaches(prior_file):
     assert all(p.requires_grad for p in head.even_linear.parameters())
     optimized = {id(p) for group in stage.configure_optimizers()[0].param_groups for p in group["params"]}
     assert id(head.odd_linear.weight) not in optimized
+    assert not any(p.requires_grad for p in stage.grain.decoder.to_hr.parameters())
 
 
 def test_stages_after_the_first_need_a_prior():

@@ -134,6 +134,10 @@ PRESETS: dict[str, GrainConfig] = {
     # Cat and LSUN-Church at 256 px, 16x (a 256-px config-f StyleGAN2 prior).
     "cat-256-lr16": GrainConfig(hr_size=256, lr_size=16),
     "church-256-lr16": GrainConfig(hr_size=256, lr_size=16),
+    # The embedded demo (`make demo`): minutes on a CPU, real photos.
+    "demo-64-lr8": GrainConfig(hr_size=64, lr_size=8, channels=32, growth_channels=16, encoder_blocks=2,
+                               decoder_blocks=(2, 2, 1, 1), style_dim=128, mapping_layers=4, generator_channel_max=64,
+                               fusion_channels=(32, 32, 32), fusion_head_channels=(32, 32)),
     # Tiny networks for tests: seconds per step on a CPU.
     "tiny-32-lr8": GrainConfig(hr_size=32, lr_size=8, decoder_blocks=(1, 1, 1), **_TINY),
     "tiny-64-lr8": GrainConfig(hr_size=64, lr_size=8, decoder_blocks=(1, 1, 1, 1), **_TINY),

@@ -32,6 +32,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from grain_pl.losses import LossWeights, PerceptualLoss, weighted_sum
 from grain_pl.losses.adversarial import (
@@ -355,9 +356,20 @@ class GrainStage(pl.LightningModule):
         self.discriminator_steps = int(extra.get("discriminator_steps", 0))
 
     def on_fit_start(self) -> None:
+        self.check_ddp_finds_unused_parameters()
         if self.export_path and Path(self.export_path).exists():
             raise FileExistsError(f"{self.export_path}: the export file already exists; move it or choose "
                                   "another export_path (nothing was trained)")
+
+    def check_ddp_finds_unused_parameters(self) -> None:
+        """Plain DDP cannot train a stage: each backward reaches only the generator side or only the
+        discriminator (the other is toggled off) and R1 skips D's last bias, so DDP's reducer would wait for
+        gradients that never come. Fail at fit start, before any work, on every rank alike (no rank waits)."""
+        model = self.trainer.model
+        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+            raise ValueError(f"{type(self).__name__} under DDP needs strategy='ddp_find_unused_parameters_true' "
+                             "(or DDPStrategy(find_unused_parameters=True)): each backward leaves some trainable "
+                             "parameters without a gradient (the GAN steps reach only G or only D)")
 
     def on_train_end(self) -> None:
         if self.export_path and self.trainer.is_global_zero:

@@ -24,6 +24,8 @@ class FinalStage(GrainStage):
         last_block = self.grain.latent_codes.blocks[-1]
         last_block.odd_convs.requires_grad_(False)
         last_block.odd_linear.requires_grad_(False)
+        # Likewise the decoder's y_inv head: only stage 1 supervises y_inv.
+        self.grain.decoder.to_hr.requires_grad_(False)
 
     def generate(self, hr: torch.Tensor) -> GrainOutput:
         return self.grain(hr)

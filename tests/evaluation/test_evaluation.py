@@ -1,0 +1,274 @@
+"""`evaluate_folder` and `grain evaluate`: a tiny random GRAIN through the real PNG round trip, the baselines,
+the metrics' definitions and the files written."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from skimage.data import astronaut
+from torch import nn
+
+from grain_pl.codec import GrainModule, lr_png_bytes
+from grain_pl.evaluation import (
+    CSV_COLUMNS,
+    DEFAULT_METHODS,
+    PSNR_CAP_DB,
+    ReconstructionScorer,
+    decode_image_bytes,
+    evaluate_folder,
+)
+from grain_pl.evaluation_cli import add_evaluate_command
+from grain_pl.images import from_uint8, to_uint8
+from grain_pl.losses.identity import IdentityLoss
+from grain_pl.metrics.image_quality import ImageQualityMetrics
+from grain_pl.weights.lpips_alexnet import find_alexnet_weights
+
+CROPS = {"a.png": (100, 180), "faces/b.png": (60, 200), "faces/c.png": (250, 250)}  # 32 x 32 astronaut crops
+
+
+class CosineArcFace:
+    """A stand-in for the ArcFace hook: cosine similarity of the raw pixels."""
+
+    def similarity(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cosine_similarity(output.flatten(1), target.flatten(1), dim=1)
+
+
+def tiny_identity() -> IdentityLoss:
+    # A random 8-d "face embedding" on the 112 x 112 crop: exercises IdentityLoss' path without IR-SE50's 175 MB.
+    torch.manual_seed(3)
+    return IdentityLoss.from_network(nn.Sequential(nn.Conv2d(3, 8, 8, stride=8), nn.AdaptiveAvgPool2d(1),
+                                                   nn.Flatten()))
+
+
+@pytest.fixture(scope="module")
+def perceptual():
+    if find_alexnet_weights() is None:
+        pytest.skip("LPIPS AlexNet weights are not prepared (make install prepares them)")
+    from grain_pl.losses.perceptual import PerceptualLoss
+
+    return PerceptualLoss(resize_to=None, reduction="none")  # built once: the slow part of every run
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("test_images")
+    for name, (top, left) in CROPS.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(astronaut()[top:top + 32, left:left + 32])).save(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model() -> GrainModule:
+    torch.manual_seed(0)
+    return GrainModule(network="tiny-32-lr8")
+
+
+@pytest.fixture(scope="module")
+def full_run(model, image_folder, perceptual, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("evaluation") / "run"
+    summary = evaluate_folder(model, image_folder, output_dir, identity_weights=tiny_identity(),
+                              arcface_model=CosineArcFace(), perceptual=perceptual, save_images=True)
+    with (output_dir / "per_image.csv").open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header, rows = reader.fieldnames, list(reader)
+    return summary, output_dir, header, rows
+
+
+def hr_of(image_folder: Path, name: str) -> torch.Tensor:
+    return torch.from_numpy(np.array(Image.open(image_folder / name).convert("RGB"))).permute(2, 0, 1)
+
+
+# ----- the files -----
+
+
+def test_csv_has_one_row_per_image_and_method(full_run) -> None:
+    _, _, header, rows = full_run
+    assert tuple(header) == CSV_COLUMNS
+    assert [(row["file"], row["method"]) for row in rows] == [
+        (name, method) for name in sorted(CROPS) for method in DEFAULT_METHODS]
+    for row in rows:
+        assert int(row["bytes"]) > 0 and float(row["bpp"]) == pytest.approx(8 * int(row["bytes"]) / (32 * 32))
+        for column in ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "identity", "arcface"):
+            assert math.isfinite(float(row[column])), (row["method"], column)
+        assert (row["quality"] != "") == row["method"].startswith(("jpeg", "webp"))
+        assert (row["target_bytes"] != "") == row["method"].endswith("_matched")
+
+
+def test_matched_rows_aim_at_grain_bytes(full_run) -> None:
+    _, _, _, rows = full_run
+    grain_bytes = {row["file"]: int(row["bytes"]) for row in rows if row["method"] == "grain"}
+    for row in rows:
+        if row["method"].endswith("_matched"):
+            assert int(row["target_bytes"]) == grain_bytes[row["file"]]
+            assert int(row["bytes"]) <= int(row["target_bytes"]) or row["quality"] == "1"
+
+
+def test_summary_json_is_strict_json_with_every_method(full_run) -> None:
+    summary, output_dir, _, rows = full_run
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    stored = json.loads((output_dir / "summary.json").read_text(), parse_constant=refuse)
+    assert stored == json.loads(json.dumps(summary))
+    assert list(stored["methods"]) == list(DEFAULT_METHODS)
+    grain_psnr = [float(row["psnr"]) for row in rows if row["method"] == "grain"]
+    assert stored["methods"]["grain"]["psnr"] == pytest.approx(np.mean(grain_psnr))
+    assert stored["methods"]["grain"]["images"] == len(CROPS)
+    assert stored["methods"]["jpeg_matched"]["over_target"] >= 0
+    assert {"grain", "matched", "psnr/ssim", "lpips"} <= set(stored["protocol"])
+    assert stored["versions"]["pillow"] and stored["versions"]["libjpeg"] and stored["versions"]["torch"]
+    assert stored["settings"]["hr_size"] == 32 and stored["settings"]["lr_size"] == 8
+
+
+def test_rd_plot_is_a_png(full_run) -> None:
+    _, output_dir, _, _ = full_run
+    with Image.open(output_dir / "rd_plot.png") as plot:
+        assert plot.format == "PNG" and plot.size[0] > plot.size[1] > 200  # two panels side by side
+
+
+def test_bytes_are_the_stored_files_lengths(full_run) -> None:
+    _, output_dir, _, rows = full_run
+    suffixes = {"jpeg": ".jpg", "webp": ".webp"}
+    for row in rows:
+        stem = Path(row["file"]).with_suffix("")
+        suffix = suffixes.get(row["method"].split("_")[0], ".png")
+        payload = (output_dir / "payloads" / row["method"] / stem).with_suffix(suffix).read_bytes()
+        assert int(row["bytes"]) == len(payload), row
+        stored_output = decode_image_bytes((output_dir / "images" / row["method"] / stem).with_suffix(".png")
+                                           .read_bytes())
+        assert stored_output.shape == (3, 32, 32)
+
+
+# ----- GRAIN through the real PNG -----
+
+
+def test_grain_goes_through_the_real_png_round_trip(full_run, model, image_folder) -> None:
+    _, output_dir, _, rows = full_run
+    for name in CROPS:
+        hr = hr_of(image_folder, name)
+        lr_uint8 = to_uint8(model.encode(from_uint8(hr)[None])[0])
+        png = lr_png_bytes(lr_uint8)
+        stem = Path(name).with_suffix("")
+        stored_png = (output_dir / "payloads" / "grain" / stem).with_suffix(".png").read_bytes()
+        assert stored_png == png and decode_image_bytes(png).shape == (3, 8, 8)
+        row = next(row for row in rows if row["file"] == name and row["method"] == "grain")
+        assert int(row["bytes"]) == len(png)  # the PNG file's length, headers included
+
+        output = to_uint8(model.decode(from_uint8(decode_image_bytes(png))[None])[0])
+        stored_output = decode_image_bytes((output_dir / "images" / "grain" / stem).with_suffix(".png").read_bytes())
+        assert torch.equal(stored_output, output)
+        psnr = ImageQualityMetrics(lpips=False)(from_uint8(output)[None], from_uint8(hr)[None])["psnr"]
+        assert float(row["psnr"]) == pytest.approx(float(psnr), rel=1e-6)
+
+
+# ----- the metrics -----
+
+
+def test_perfect_reconstruction_scores(perceptual) -> None:
+    target = torch.from_numpy(np.ascontiguousarray(astronaut()[:32, :32])).permute(2, 0, 1)
+    scorer = ReconstructionScorer(perceptual, identity=tiny_identity(), arcface=CosineArcFace())
+    (scores,) = scorer.score(target.clone()[None], target)
+    assert scores["psnr"] == scores["psnr_y"] == PSNR_CAP_DB  # infinite PSNR, capped so means stay finite
+    assert scores["ssim"] == pytest.approx(1.0, abs=1e-5) and scores["ssim_y"] == pytest.approx(1.0, abs=1e-5)
+    assert scores["lpips"] == pytest.approx(0.0, abs=1e-6)
+    assert scores["identity"] == pytest.approx(1.0, abs=1e-5) and scores["arcface"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_scores_follow_image_quality_metrics(perceptual) -> None:
+    torch.manual_seed(5)
+    target = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
+    outputs = (target[None].int() + torch.randint(-30, 31, (3, 3, 40, 40))).clamp(0, 255).to(torch.uint8)
+    scores = ReconstructionScorer(perceptual).score(outputs, target)
+    reference = ImageQualityMetrics(lpips=False, y_channel=True)
+    for output, score in zip(outputs, scores):
+        expected = reference(from_uint8(output)[None], from_uint8(target)[None])
+        for name in ("psnr", "ssim", "psnr_y", "ssim_y"):
+            assert score[name] == pytest.approx(float(expected[name]), rel=1e-5, abs=1e-6), name
+        assert score["lpips"] == pytest.approx(float(perceptual(from_uint8(output)[None], from_uint8(target)[None])),
+                                               rel=1e-4, abs=1e-6)
+        assert score["identity"] is None and score["arcface"] is None
+
+
+# ----- arguments -----
+
+
+def test_existing_results_are_not_overwritten(full_run, model, image_folder, perceptual) -> None:
+    _, output_dir, _, _ = full_run
+    before = (output_dir / "per_image.csv").read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        evaluate_folder(model, image_folder, output_dir, methods=["grain"], perceptual=perceptual)
+    assert (output_dir / "per_image.csv").read_bytes() == before
+
+
+def test_baselines_alone(image_folder, perceptual, tmp_path) -> None:
+    summary = evaluate_folder(None, image_folder, tmp_path / "baselines", hr_size=32, lr_size=8, limit=1,
+                              perceptual=perceptual)
+    expected = [name for name in DEFAULT_METHODS if name != "grain" and not name.endswith("_matched")]
+    assert list(summary["methods"]) == expected and summary["settings"]["images"] == 1
+    assert summary["methods"]["bicubic"]["identity"] is None
+
+
+def test_bad_arguments_are_refused(model, image_folder, perceptual, tmp_path) -> None:
+    with pytest.raises(ValueError, match="hr_size and lr_size"):
+        evaluate_folder(None, image_folder, tmp_path, perceptual=perceptual)
+    with pytest.raises(ValueError, match="needs a model"):
+        evaluate_folder(None, image_folder, tmp_path, methods=["grain"], hr_size=32, lr_size=8, perceptual=perceptual)
+    with pytest.raises(ValueError, match="'grain' must be evaluated"):
+        evaluate_folder(model, image_folder, tmp_path, methods=["jpeg_matched"], perceptual=perceptual)
+    with pytest.raises(ValueError, match="contradicts"):
+        evaluate_folder(model, image_folder, tmp_path, lr_size=4, perceptual=perceptual)
+    with pytest.raises(ValueError, match="expected 32x32"):  # resize="error": a 64 px image in a 32 px test set
+        big = tmp_path / "big"
+        big.mkdir()
+        Image.fromarray(np.ascontiguousarray(astronaut()[:64, :64])).save(big / "x.png")
+        evaluate_folder(model, big, tmp_path / "out", methods=["bicubic"], perceptual=perceptual)
+
+
+# ----- the command -----
+
+
+def test_evaluate_command(model, image_folder, tmp_path, capsys) -> None:
+    from grain_pl.weights.grain_checkpoint import save_grain
+
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_grain(model.grain, checkpoint)
+    parser = argparse.ArgumentParser(prog="grain")
+    add_evaluate_command(parser.add_subparsers(dest="command", required=True))
+    output = tmp_path / "cli"
+    argv = ["evaluate", str(image_folder), "--model", str(checkpoint), "-o", str(output), "--limit", "1",
+            "--methods", "grain", "bicubic", "jpeg_matched"]
+    args = parser.parse_args(argv)
+    text = args.run(args)
+    assert "grain" in text and "jpeg_matched" in text and "rd_plot.png" in text
+    rows = list(csv.DictReader((output / "per_image.csv").open()))
+    assert [row["method"] for row in rows] == ["grain", "bicubic", "jpeg_matched"]
+    settings = json.loads((output / "summary.json").read_text())["settings"]
+    assert settings["checkpoint"] == str(checkpoint)
+
+    args = parser.parse_args(argv)
+    with pytest.raises(FileExistsError):  # results there and no --overwrite
+        args.run(args)
+    with pytest.raises(ValueError, match="weights.pth"):  # a missing ArcFace model names the file
+        args = parser.parse_args(argv + ["--overwrite", "--arcface", "weights.pth"])
+        args.run(args)
+
+
+def test_grain_main_runs_evaluate_when_wired(full_run, capsys) -> None:
+    from grain_pl import cli
+
+    if "evaluate" not in cli.build_parser().format_help():
+        pytest.skip("`grain evaluate` is not wired into grain_pl.cli yet")
+    _, output_dir, _, _ = full_run
+    assert cli.main(["evaluate", "unused-folder", "--hr-size", "32", "--lr-size", "8", "-o", str(output_dir)]) == 2
+    assert "already holds results" in capsys.readouterr().err
