@@ -6,7 +6,7 @@ PIP    := $(BIN)/pip install --constraint constraints.txt
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench clean train train-prior train-stage1 train-stage2 train-stage3 train-final
+.PHONY: help install demo test lint bench bench-codec bench-stages clean train train-prior train-stage1 train-stage2 train-stage3 train-final
 
 # Training settings (override on the command line: make train-stage1 DATA=conf/data/cat_256.yaml DEVICES=2)
 DATA      ?= conf/data/celebahq_1024.yaml
@@ -38,6 +38,10 @@ $(STAMP): setup.cfg constraints.txt
 
 install: $(STAMP)  ## create .venv and install grain_pl with its pins (torch 2.14.1, torchvision 0.29.1)
 
+DEMO_MINUTES ?= 14
+demo: $(STAMP)  ## the embedded default: train the whole chain on scikit-image photos, evaluate (runs/demo)
+	$(BIN)/python -m grain_pl.demo --minutes $(DEMO_MINUTES) --output runs/demo
+
 test: $(STAMP)  ## run the test suite (CPU, no downloads)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -46,6 +50,15 @@ lint: $(STAMP)  ## ruff over src/, tests/ and benchmarks/
 
 bench: $(STAMP)  ## forward/training-step time and peak memory at the paper preset (1024 px, fp32, CPU)
 	$(BIN)/python benchmarks/bench_network.py $(BENCH_ARGS)
+
+bench-codec: $(STAMP)  ## encode/decode latency and peak memory (paper preset at 1024, demo preset)
+	$(BIN)/python benchmarks/bench_codec.py
+
+bench-stages: $(STAMP)  ## training-step time per stage (tiny and 256-px presets) and the final stage's memory
+	$(BIN)/python benchmarks/bench_stages.py --preset tiny-64-lr8 --iterations 8
+	$(BIN)/python benchmarks/bench_stages.py --preset cat-256-lr16 --iterations 4
+	$(BIN)/python benchmarks/bench_stages.py --preset cat-256-lr16 --stages stage3 --iterations 3 --frozen-grad both
+	$(BIN)/python benchmarks/bench_stages.py --preset paper-1024-lr16 --stages final --iterations 2 --checkpointing both
 
 train-prior: $(STAMP)  ## optional: train a StyleGAN2 prior on DATA (exports runs/prior/stylegan2.pt)
 	$(call grain_fit,prior,)

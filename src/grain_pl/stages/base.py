@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
@@ -48,6 +47,7 @@ from grain_pl.networks import GRAIN, GrainConfig, GrainOutput, get_preset
 from grain_pl.networks.patch_discriminator import PatchDiscriminator
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator
 from grain_pl.optim import build_optimizer
+from grain_pl.stages.iterations import IterationLimit
 from grain_pl.weights.grain_checkpoint import load_prior_into, save_grain
 from grain_pl.weights.io import CheckpointError, check_state_dict, read_checkpoint, read_safetensors_checkpoint
 
@@ -79,7 +79,7 @@ def read_stage_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return {key: value for key, value in checkpoint["state_dict"].items() if key.startswith("grain.")}
 
 
-class GrainStage(pl.LightningModule):
+class GrainStage(IterationLimit):
     trainable_parts: ClassVar[tuple[str, ...]] = ()
     inherited_parts: ClassVar[tuple[str, ...]] = ()
     output_name: ClassVar[str] = "hr_out"
@@ -247,21 +247,6 @@ class GrainStage(pl.LightningModule):
         return weighted_sum(terms, weights)
 
     # ----- training -----
-    # In manual optimization Trainer.max_steps counts every optimizer step (G, D, R1); `max_iterations`
-    # counts iterations (one generator-side step each), like the official `--max_steps`.
-    def _reached_max_iterations(self) -> bool:
-        return self.max_iterations is not None and self.iteration >= self.max_iterations
-
-    def on_train_batch_start(self, batch: dict, batch_idx: int) -> int | None:
-        if self._reached_max_iterations():
-            self.trainer.should_stop = True
-            return -1  # skip the rest of the epoch; should_stop ends the fit
-        return None
-
-    def on_train_batch_end(self, outputs: object, batch: dict, batch_idx: int) -> None:
-        if self._reached_max_iterations():
-            self.trainer.should_stop = True
-
     def training_step(self, batch: dict, batch_idx: int) -> None:
         hr = batch["hr"]
         optimizers = self.optimizers()

@@ -37,7 +37,6 @@ import copy
 import math
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
@@ -45,6 +44,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+from grain_pl.stages.iterations import IterationLimit
 from grain_pl.weights.stylegan2_rosinality import LATENT_AVG_SAMPLES, LATENT_AVG_SEED, export_rosinality
 
 # Seed of the fixed z behind every sample grid, so grids from different steps (and runs) are comparable.
@@ -68,7 +68,7 @@ def ema_decay(images_per_step: int, half_life_images: float) -> float:
     return 0.5 ** (images_per_step / half_life_images)
 
 
-class PriorStage(pl.LightningModule):
+class PriorStage(IterationLimit):
     """Trains a StyleGAN2 generator / discriminator pair and exports a rosinality-format prior.
 
     Args:
@@ -141,6 +141,7 @@ class PriorStage(pl.LightningModule):
 
         # GAN iterations done. Lightning's global_step counts optimizer steps (2-4 per iteration here).
         self.iteration = 0
+        self.max_iterations = max_iterations
         # Running mean path length (rosinality `mean_path_length`); a buffer so checkpoints and devices follow.
         self.register_buffer("mean_path_length", torch.zeros(()))
 
@@ -180,18 +181,11 @@ class PriorStage(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.iteration = int(checkpoint.get(CHECKPOINT_KEY, {}).get("iteration", 0))
 
-    def on_train_batch_start(self, batch: dict, batch_idx: int) -> int | None:
-        if self._reached_max_iterations():
-            self.trainer.should_stop = True
-            return -1  # skip the rest of the epoch; should_stop ends the fit
-        return None
-
     def on_train_batch_end(self, outputs: object, batch: dict, batch_idx: int) -> None:
         every = self.hparams.sample_every_n_steps
         if every > 0 and self.iteration % every == 0:
             self.log_samples()
-        if self._reached_max_iterations():
-            self.trainer.should_stop = True
+        super().on_train_batch_end(outputs, batch, batch_idx)
 
     def on_train_end(self) -> None:
         export_path = self.hparams.export_path
@@ -203,9 +197,6 @@ class PriorStage(pl.LightningModule):
             raise FileExistsError(f"{error}. The trained weights are in the Lightning checkpoint: "
                                   f"PriorStage.load_from_checkpoint(ckpt).export(other_path)") from error
         rank_zero_info(f"PriorStage: exported the StyleGAN2 prior (iteration {self.iteration}) to {written}")
-
-    def _reached_max_iterations(self) -> bool:
-        return self.hparams.max_iterations is not None and self.iteration >= self.hparams.max_iterations
 
     # --- one GAN iteration -----------------------------------------------------------------------------------
 
