@@ -9,20 +9,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from grain_pl.loggers import GrainWandbLogger, make_logger
 
-
-@pytest.fixture(autouse=True)
-def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A clean W&B environment: no mode chosen, quiet, and every W&B folder inside tmp_path."""
-    for variable in ("WANDB_MODE", "GRAIN_PL_NO_WANDB", "WANDB_PROJECT"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    for variable in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(variable, str(tmp_path / "wandb_home"))
-    yield
-    import wandb
-
-    if wandb.run is not None:
-        wandb.finish()
+pytestmark = pytest.mark.usefixtures("isolated_wandb")
 
 
 def test_offline_by_default_and_the_run_is_written_locally(tmp_path: Path) -> None:

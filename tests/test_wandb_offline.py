@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import pytorch_lightning as pl
 from PIL import Image
 from wandb.proto import wandb_internal_pb2
@@ -79,35 +78,8 @@ def flat_items(items) -> dict[str, Any]:
     return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
 
 
-@pytest.fixture
-def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """No mode chosen (GrainWandbLogger's default is offline), quiet, every W&B folder inside tmp_path."""
-    for variable in ("WANDB_MODE", "GRAIN_PL_NO_WANDB", "WANDB_PROJECT", "WANDB_RUN_ID", "WANDB_RESUME"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    for variable in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(variable, str(tmp_path / "wandb_home"))
-    yield
-    import wandb
-
-    if wandb.run is not None:
-        wandb.finish()
-
-
-@pytest.fixture
-def image_folder(tmp_path: Path) -> Path:
-    """Eight smooth random 32x32 PNGs (as tests/stages/conftest.py makes them)."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(8):
-        coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-        Image.fromarray(coarse).resize((32, 32), Image.BICUBIC).save(folder / f"{index:02d}.png")
-    return folder
-
-
-def test_the_offline_run_holds_the_sample_images_and_the_metrics(tmp_path, image_folder, offline_wandb):
-    datamodule = GrainDataModule(data_dir=str(image_folder), image_size=32, split="folder", test_fraction=0.25,
+def test_the_offline_run_holds_the_sample_images_and_the_metrics(tmp_path, image_dir, isolated_wandb):
+    datamodule = GrainDataModule(data_dir=str(image_dir), image_size=32, split="folder", test_fraction=0.25,
                                  batch_size=2, num_workers=0)
     stage = Stage1(network="tiny-32-lr8", loss_weights=LossWeights(identity=0.0), max_iterations=ITERATIONS)
     logger = GrainWandbLogger(name="offline-check", save_dir=str(tmp_path / "runs"))

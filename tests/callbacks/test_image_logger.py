@@ -79,20 +79,6 @@ def expected_grid_size(rows: int, columns: int) -> tuple[int, int]:
     return (columns * (WIDTH + GRID_PADDING) + GRID_PADDING, rows * (HEIGHT + GRID_PADDING) + GRID_PADDING)
 
 
-@pytest.fixture
-def quiet_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    # WANDB_MODE is set here so that monkeypatch restores it after WandbLogger(offline=True) overwrites it.
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    for variable in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(variable, str(tmp_path / "wandb_home"))
-    yield
-    import wandb
-
-    if wandb.run is not None:
-        wandb.finish()
-
-
 def test_pngs_with_csv_logger(tmp_path: Path) -> None:
     model, callback = fit(tmp_path, CSVLogger(tmp_path, name="csv"))
     samples = tmp_path / "csv" / "version_0" / "samples"
@@ -107,7 +93,7 @@ def test_pngs_with_csv_logger(tmp_path: Path) -> None:
     assert model.modes_seen == [True, False, True, False]
 
 
-def test_images_reach_the_offline_wandb_run(tmp_path: Path, quiet_wandb: None) -> None:
+def test_images_reach_the_offline_wandb_run(tmp_path: Path, isolated_wandb: None) -> None:
     logger = WandbLogger(save_dir=tmp_path, offline=True, project="grain_pl_test")
     fit(tmp_path, logger, max_images=2)
     run_id, files_dir = logger.experiment.id, Path(logger.experiment.dir)

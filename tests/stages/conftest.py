@@ -1,11 +1,9 @@
-"""Tiny real training set-ups: an image folder, a StyleGAN2 prior file, a data module."""
+"""Tiny real training set-ups: a StyleGAN2 prior file, a data module over tests/conftest.py's image_dir."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from grain_pl.data import GrainDataModule
 from grain_pl.networks import get_preset
@@ -13,17 +11,6 @@ from grain_pl.networks.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generat
 from grain_pl.weights.stylegan2_rosinality import export_rosinality
 
 PRESET = "tiny-32-lr8"
-
-
-@pytest.fixture(scope="session")
-def image_dir(tmp_path_factory):
-    """Eight smooth random colour images (32x32 PNGs)."""
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for index in range(8):
-        coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-        Image.fromarray(coarse).resize((32, 32), Image.BICUBIC).save(folder / f"{index:02d}.png")
-    return folder
 
 
 @pytest.fixture(scope="session")
