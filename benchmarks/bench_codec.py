@@ -4,7 +4,7 @@
     python benchmarks/bench_codec.py --presets demo-64-lr8 --repeats 5
 
 Random weights of the preset (the cost does not depend on them). Each preset runs in a fresh process; the first
-call of each kind is a warm-up. Peak memory is measured as in bench_network.py (what the call needs on top of
+call of each kind is a warm-up. Peak memory is measured as in measure.py (what the call needs on top of
 the weights and its input). The LR PNG size is not reported here: it depends on trained weights (see the demo's
 metrics.json and `grain evaluate`).
 """
@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_network import PeakMemory  # noqa: E402
+from measure import run_isolated, timed_repeats, write_json
 
 
 def run_preset(preset: str, repeats: int, device: str) -> dict:
@@ -37,15 +33,7 @@ def run_preset(preset: str, repeats: int, device: str) -> dict:
     model.decode(lr)  # warm-up
     results = {}
     for name, call in (("encode", lambda: model.encode(hr)), ("decode", lambda: model.decode(lr))):
-        times, peaks = [], []
-        for _ in range(repeats):
-            with PeakMemory(device) as memory:
-                start = time.perf_counter()
-                call()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - start)
-            peaks.append(memory.peak)
+        times, peaks = timed_repeats(call, repeats, device)
         results[name] = {"median_seconds": statistics.median(times), "seconds": times, "peak_bytes": max(peaks)}
     return {"preset": preset, "device": device, "threads": torch.get_num_threads(), **results}
 
@@ -67,19 +55,15 @@ def main() -> None:
     for preset in args.presets:
         command = [sys.executable, __file__, "--one", preset, "--repeats", str(args.repeats), "--device",
                    args.device]
-        done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
-        if done.returncode != 0:
-            print(f"| {preset} | failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '?'} |")
+        result = run_isolated(command, preset)
+        if result is None:
             continue
-        result = json.loads(done.stdout.strip().splitlines()[-1])
         results.append(result)
         encode, decode = result["encode"], result["decode"]
         print(f"| {preset} | {args.device} ({result['threads']} threads) | {encode['median_seconds']:.4f} | "
               f"{encode['peak_bytes'] / 2**20:.0f} | {decode['median_seconds']:.4f} | "
               f"{decode['peak_bytes'] / 2**20:.0f} |", flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(results, args.json)
 
 
 if __name__ == "__main__":

@@ -13,56 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from measure import run_isolated, timed_repeats, write_json
 
 CASES = ["forward:encoder", "forward:decoder", "forward:latent_codes", "forward:generator", "forward:fusion",
          "forward:whole", "train:stage1", "train:stage1+checkpointing"]
-
-
-def _rss_bytes(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-class PeakMemory:
-    """Additional memory a block of code needs at its peak (CPU: VmHWM - VmRSS before; CUDA: allocator peak)."""
-
-    def __init__(self, device: str) -> None:
-        self.device = device
-        self.peak = 0
-
-    def __enter__(self) -> PeakMemory:
-        import gc
-
-        import torch
-
-        gc.collect()
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.before = torch.cuda.memory_allocated()
-        else:
-            with open("/proc/self/clear_refs", "w") as clear_refs:
-                clear_refs.write("5")  # resets VmHWM to the current RSS
-            self.before = _rss_bytes("VmRSS")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import torch
-
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.before
-        else:
-            self.peak = _rss_bytes("VmHWM") - self.before
 
 
 def run_case(case: str, preset: str, batch: int, repeats: int, device: str, warmup: int = 0) -> dict:
@@ -117,15 +75,7 @@ def run_case(case: str, preset: str, batch: int, repeats: int, device: str, warm
 
     for _ in range(warmup):
         step()
-    times, peaks = [], []
-    for _ in range(repeats):
-        with PeakMemory(device) as memory:
-            start = time.perf_counter()
-            step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        peaks.append(memory.peak)
+    times, peaks = timed_repeats(step, repeats, device)
     del hold
     return {"case": case, "preset": preset, "batch": batch, "device": device, "threads": torch.get_num_threads(),
             "seconds": times, "median_seconds": statistics.median(times), "peak_bytes": max(peaks),
@@ -154,17 +104,13 @@ def main() -> None:
     for case in args.cases:
         command = [sys.executable, __file__, "--one", case, "--preset", args.preset, "--batch", str(args.batch),
                    "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--device", args.device]
-        done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
-        if done.returncode != 0:
-            print(f"| {case} | failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '?'} |")
+        result = run_isolated(command, case)
+        if result is None:
             continue
-        result = json.loads(done.stdout.strip().splitlines()[-1])
         results.append(result)
         print(f"| {case} | {args.preset} | {args.batch} | {args.device} ({result['threads']} threads) | "
               f"{result['median_seconds']:.2f} | {result['peak_bytes'] / 2**30:.2f} |", flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(results, args.json)
 
 
 if __name__ == "__main__":

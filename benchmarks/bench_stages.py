@@ -21,18 +21,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_network import PeakMemory  # noqa: E402
+from measure import PeakMemory, run_isolated, synchronize, write_json
 
 
 def build_prior(config, path: Path) -> None:
@@ -122,10 +118,7 @@ class IterationTimer(pl.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.device == "cuda":
-            import torch
-
-            torch.cuda.synchronize()
+        synchronize(self.device)
         self.seconds.append(time.perf_counter() - self._start)
         self._memory.__exit__(None, None, None)
         self.peaks.append(self._memory.peak)
@@ -162,20 +155,15 @@ def main() -> None:
                 one = f"{stage},{int(checkpointing)},{int(frozen_grad)}"
                 command = [sys.executable, __file__, "--one", one, "--preset", args.preset, "--iterations",
                            str(args.iterations), "--batch", str(args.batch), "--device", args.device]
-                done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
-                if done.returncode != 0:
-                    tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "?"
-                    print(f"| {stage} | {args.preset} | failed: {tail} |", flush=True)
+                result = run_isolated(command, f"{stage} | {args.preset}")
+                if result is None:
                     continue
-                result = json.loads(done.stdout.strip().splitlines()[-1])
                 results.append(result)
                 frozen = "requires_grad=True, autograd on" if frozen_grad else "no_grad, requires_grad=False"
                 gib = result["peak_bytes"] / 2**30
                 print(f"| {stage} | {args.preset} | {args.batch} | {'on' if checkpointing else 'off'} | {frozen} | "
                       f"{result['median_seconds']:.3f} | {result['mean_seconds']:.3f} | {gib:.2f} |", flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(results, args.json)
 
 
 if __name__ == "__main__":
