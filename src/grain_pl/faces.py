@@ -157,6 +157,21 @@ def _resolve_model_path(
     return path
 
 
+def _load_zoo_model(path: str | Path | None, candidates: tuple[tuple[str, str], ...], root: str | Path, *,
+                    kind: str, flag: str, purpose: str, task: str, providers: list[str] | None) -> tuple[Any, Path]:
+    """Find the .onnx file (`_resolve_model_path`) and open it with insightface's model zoo; the file must be
+    routed as `task` ("recognition", "detection"). Returns the model and its path."""
+    model_path = _resolve_model_path(path, candidates, root, kind, flag)
+    model_zoo = _require_insightface(purpose)
+    kwargs = {} if providers is None else {"providers": providers}
+    model = model_zoo.get_model(str(model_path), **kwargs)
+    # insightface routes an ONNX file by its inputs and outputs (a square input of 112 px or more is recognition).
+    if model is None or getattr(model, "taskname", None) != task:
+        routed = getattr(model, "taskname", "unrecognised")
+        raise ValueError(f"{model_path} is not a face {task} model (insightface routes it as: {routed})")
+    return model, model_path
+
+
 # --------------------------------------------------------------------------------------------------------------
 # ArcFace identity metric
 # --------------------------------------------------------------------------------------------------------------
@@ -213,14 +228,9 @@ class ArcFaceIdentity:
                 files and how to get them).
             ValueError: the file is not a recognition model (e.g. a detector).
         """
-        model_path = _resolve_model_path(path, RECOGNITION_FILES, root, "recognition (ArcFace)", "--arcface")
-        model_zoo = _require_insightface("The ArcFace identity metric")
-        kwargs = {} if providers is None else {"providers": providers}
-        model = model_zoo.get_model(str(model_path), **kwargs)
-        # insightface routes an ONNX file by its shapes: a square input of 112 px or more is a recognition model.
-        if model is None or getattr(model, "taskname", None) != "recognition":
-            task = getattr(model, "taskname", "unrecognised")
-            raise ValueError(f"{model_path} is not a face recognition model (insightface routes it as: {task})")
+        model, model_path = _load_zoo_model(path, RECOGNITION_FILES, root, kind="recognition (ArcFace)",
+                                            flag="--arcface", purpose="The ArcFace identity metric",
+                                            task="recognition", providers=providers)
         return cls(model, crop=crop, batch_size=batch_size, model_path=model_path)
 
     def _faces(self, images: torch.Tensor) -> torch.Tensor:
@@ -453,13 +463,9 @@ def load_detector(path: str | Path | None = None, *, root: str | Path = DEFAULT_
 
     `path`: the .onnx file, a model-pack folder, or None for the first of `DETECTOR_FILES` under `<root>/models/`.
     """
-    model_path = _resolve_model_path(path, DETECTOR_FILES, root, "face detection (SCRFD)", "--detector")
-    model_zoo = _require_insightface("Face detection")
-    kwargs = {} if providers is None else {"providers": providers}
-    detector = model_zoo.get_model(str(model_path), **kwargs)
-    if detector is None or getattr(detector, "taskname", None) != "detection":
-        task = getattr(detector, "taskname", "unrecognised")
-        raise ValueError(f"{model_path} is not a face detection model (insightface routes it as: {task})")
+    detector, model_path = _load_zoo_model(path, DETECTOR_FILES, root, kind="face detection (SCRFD)",
+                                           flag="--detector", purpose="Face detection", task="detection",
+                                           providers=providers)
     if not getattr(detector, "use_kps", True):
         raise ValueError(f"{model_path} detects boxes only; alignment needs a detector with 5 keypoints "
                          "(SCRFD *_kps / *_bnkps, buffalo_l's det_10g.onnx)")
