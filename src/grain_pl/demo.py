@@ -194,7 +194,8 @@ def run_demo(output: Path, minutes: float = 14.0, recipe: DemoRecipe | None = No
             if previous is not None:
                 trainer.callbacks.append(InitFromStage(str(previous)))
         trainer.fit(module, datamodule=datamodule())
-        trainer.save_checkpoint(stage_dir / "checkpoints" / "final.ckpt")
+        # A full checkpoint (optimizer state included) so that a stage can also be resumed with `grain fit`.
+        trainer.save_checkpoint(stage_dir / "checkpoints" / "final.ckpt", weights_only=False)
         previous = stage_dir / "checkpoints" / "final.ckpt"
         timings[stage_name] = time.perf_counter() - begin
         if trainer.logger is not None and hasattr(trainer.logger, "experiment"):
