@@ -9,6 +9,7 @@ import torch
 
 from grain_pl.losses import (
     discriminator_adversarial_loss,
+    discriminator_r1,
     generator_adversarial_loss,
     lazy_r1_weight,
     logistic_discriminator_loss,
@@ -143,3 +144,22 @@ def test_dispatch_rejects_unknown_kinds_and_missing_real_logits() -> None:
         discriminator_adversarial_loss("hinge", fake, fake)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="real logits"):
         generator_adversarial_loss("ragan", None, fake)
+
+
+def test_discriminator_r1_runs_in_fp32_under_fp16_autocast() -> None:
+    # A discriminator whose input gradient (1e-8 per pixel) is below fp16's smallest subnormal (6e-8): under
+    # fp16 autocast a plain R1 pass flushes it to zero; discriminator_r1 must still see it.
+    discriminator = torch.nn.Conv2d(3, 1, 1, bias=False)
+    torch.nn.init.constant_(discriminator.weight, 1e-8)
+    real = torch.rand(2, 3, 4, 4)
+
+    with torch.autocast("cpu", dtype=torch.float16):
+        naive_real = real.clone().requires_grad_(True)
+        naive = r1_penalty(discriminator(naive_real), naive_real)
+        penalty, real_logits = discriminator_r1(discriminator, real)
+    assert naive.item() == 0.0  # the failure this guards against
+    assert real_logits.dtype == torch.float32
+    # Every pixel's gradient is sum(weight) over the 3 channels' own 1e-8: ||grad||^2 = 48 * 1e-16 per sample.
+    torch.testing.assert_close(penalty, torch.tensor(48 * 1e-16), rtol=1e-4, atol=0.0)
+    penalty.backward()  # the penalty still reaches D's weights
+    assert discriminator.weight.grad is not None and discriminator.weight.grad.abs().sum() > 0

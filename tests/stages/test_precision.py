@@ -64,6 +64,12 @@ def record_discriminator_dtypes(stage: Stage1) -> list[torch.dtype]:
     return dtypes
 
 
+def forward_dtypes(half: torch.dtype) -> list[torch.dtype]:
+    """D's output dtypes over one iteration with D and R1 steps: D(real), D(fake), then the R1 pass in fp32
+    (`discriminator_r1` switches autocast off), then the generator step's RaGAN D(fake), D(real)."""
+    return [half, half, torch.float32, half, half]
+
+
 def assert_trained_and_finite(stage: Stage1, before: dict[str, torch.Tensor], trainer: pl.Trainer) -> None:
     values = logged_values(trainer)
     assert {"train/total", "train/d_loss", "train/r1", "train/adversarial"} <= values.keys()
@@ -87,7 +93,7 @@ def test_bf16_mixed_fit_on_cpu_has_finite_losses(datamodule, trainer_kwargs):
     trainer = pl.Trainer(precision="bf16-mixed", **fit_kwargs(trainer_kwargs))
     trainer.fit(stage, datamodule=datamodule)
     assert trainer.precision_plugin.scaler is None  # bf16 needs no loss scaling
-    assert dtypes and all(dtype == torch.bfloat16 for dtype in dtypes)  # autocast was on (R1 included)
+    assert dtypes == forward_dtypes(torch.bfloat16)  # autocast was on, except for the R1 pass
     assert_trained_and_finite(stage, before, trainer)
 
 
@@ -95,14 +101,13 @@ def test_16_mixed_scales_every_manual_backward_and_saves_the_scaler(datamodule, 
     stage = make_stage1()
     before = trainable_snapshot(stage)
     dtypes = record_discriminator_dtypes(stage)
-    # A small initial scale, so that no step of this one iteration overflows and is skipped. From the default
-    # 2**16 the scaler backs off over the first steps; the R1 step (a double backward) overflows already at 2**8
-    # on this tiny model.
+    # A small initial scale, so that no step of this one iteration overflows and is skipped (from the default
+    # 2**16 the scaler backs off over the first steps on this tiny model).
     scaler = CountingGradScaler("cpu", init_scale=4.0)
     trainer = pl.Trainer(plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)], **fit_kwargs(trainer_kwargs))
     trainer.fit(stage, datamodule=datamodule)
     assert trainer.precision == "16-mixed" and trainer.precision_plugin.scaler is scaler
-    assert dtypes and all(dtype == torch.float16 for dtype in dtypes)
+    assert dtypes == forward_dtypes(torch.float16)
     # manual_backward -> scaler.scale; optimizer.step -> scaler.step + update, for G, D and R1 alike
     assert trainer.global_step == OPTIMIZER_STEPS
     assert scaler.scaled_losses == scaler.optimizer_steps == OPTIMIZER_STEPS

@@ -12,6 +12,7 @@ means are over the whole logit tensor (batch and patches), as in the official co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -87,6 +88,20 @@ def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Te
         raise ValueError("r1_penalty: real_images must require grad before the discriminator forward pass")
     (gradients,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
     return gradients.pow(2).reshape(gradients.shape[0], -1).sum(dim=1).mean()
+
+
+def discriminator_r1(discriminator: Callable[[torch.Tensor], torch.Tensor],
+                     real_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(penalty, real_logits)`: R1 (`r1_penalty`) of `discriminator` at `real_images`, always in fp32.
+
+    Autocast is switched off for this pass: the input gradient comes from `torch.autograd.grad`, which a 16-mixed
+    GradScaler does not scale, so in fp16 its small values would flush to zero. R1 is lazy (one pass every
+    `r1_every` D steps), so fp32 costs little. `real_logits` lets a caller keep every D parameter in the graph.
+    """
+    real = real_images.detach().float().requires_grad_(True)
+    with torch.autocast(device_type=real.device.type, enabled=False):
+        real_logits = discriminator(real)
+        return r1_penalty(real_logits, real), real_logits
 
 
 def lazy_r1_weight(gamma: float = 10.0, every: int = 16) -> float:

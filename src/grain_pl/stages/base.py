@@ -36,9 +36,9 @@ from torch.nn.parallel import DistributedDataParallel
 from grain_pl.losses import LossWeights, PerceptualLoss, weighted_sum
 from grain_pl.losses.adversarial import (
     discriminator_adversarial_loss,
+    discriminator_r1,
     generator_adversarial_loss,
     lazy_r1_weight,
-    r1_penalty,
 )
 from grain_pl.losses.identity import IdentityLoss
 from grain_pl.losses.reconstruction import LRGuidanceLoss, downsample, pixel_loss
@@ -280,8 +280,7 @@ class GrainStage(IterationLimit):
         self.discriminator_steps += 1
         logs = {"train/d_loss": loss.detach()}
         if self.r1_gamma > 0 and self.discriminator_steps % self.r1_every == 0:
-            real_input = real_input.detach().requires_grad_(True)
-            penalty = r1_penalty(self.discriminator(real_input), real_input)
+            penalty, _ = discriminator_r1(self.discriminator, real_input)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(penalty * lazy_r1_weight(self.r1_gamma, self.r1_every))
             optimizer.step()

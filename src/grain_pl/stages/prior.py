@@ -26,8 +26,8 @@ Lightning notes:
   other is toggled off), which plain DDP (`find_unused_parameters=False`) cannot reduce.
 - Lightning's "Found N module(s) in eval mode" warning at fit start is expected: it is `generator_ema`, which
   only samples.
-- Precision: fp32 or bf16-mixed. The R1 / path-length gradients are taken with `torch.autograd.grad`, which a
-  16-mixed GradScaler does not scale.
+- Precision: any. The lazy R1 and path-length passes always run in fp32 (autocast off): their gradients are
+  taken with `torch.autograd.grad`, which a 16-mixed GradScaler does not scale.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from grain_pl.losses.adversarial import discriminator_r1, logistic_discriminator_loss, logistic_generator_loss
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from grain_pl.stages.iterations import IterationLimit
 from grain_pl.weights.stylegan2_rosinality import LATENT_AVG_SAMPLES, LATENT_AVG_SEED, export_rosinality
@@ -243,7 +243,7 @@ class PriorStage(IterationLimit):
                 fake = self.generator(self._sample_z(real.shape[0])).image
             fake_logits = self.discriminator(fake)
             real_logits = self.discriminator(real)
-            loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+            loss = logistic_discriminator_loss(real_logits, fake_logits)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
@@ -252,10 +252,7 @@ class PriorStage(IterationLimit):
     def _r1_step(self, real: Tensor, optimizer) -> Tensor:
         """Lazy R1: gamma / 2 * E||grad_x D(x)||^2 on real images, scaled by r1_every, as a separate D step."""
         with self.toggled_optimizer(optimizer):
-            real = real.detach().requires_grad_(True)
-            real_logits = self.discriminator(real)
-            (real_grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-            penalty = real_grad.square().flatten(1).sum(1).mean()
+            penalty, real_logits = discriminator_r1(self.discriminator, real)
             # The zero term puts D's final bias (no effect on input gradients) into the graph, as rosinality
             # does, so DDP sees every parameter used.
             loss = self.hparams.r1_gamma / 2 * penalty * self.hparams.r1_every + 0 * real_logits.sum()
@@ -267,7 +264,7 @@ class PriorStage(IterationLimit):
     def _generator_step(self, batch_size: int, optimizer) -> Tensor:
         with self.toggled_optimizer(optimizer):
             fake = self.generator(self._sample_z(batch_size)).image
-            loss = F.softplus(-self.discriminator(fake)).mean()
+            loss = logistic_generator_loss(self.discriminator(fake))
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
@@ -285,8 +282,9 @@ class PriorStage(IterationLimit):
     def _path_length_step(self, batch_size: int, optimizer) -> Tensor:
         """Lazy path-length regularization (rosinality g_path_regularize) as a separate G step."""
         hparams = self.hparams
-        with self.toggled_optimizer(optimizer):
-            path_batch_size = max(1, batch_size // hparams.path_length_batch_shrink)
+        path_batch_size = max(1, batch_size // hparams.path_length_batch_shrink)
+        # fp32 whatever the precision: autograd.grad below is not scaled by a 16-mixed GradScaler.
+        with self.toggled_optimizer(optimizer), torch.autocast(device_type=self.device.type, enabled=False):
             # Built by hand rather than through `generator.forward` because the gradient is taken w.r.t. W+.
             w_plus = self._mixed_w_plus([self.generator.mapping(z) for z in self._sample_z(path_batch_size)])
             image = self.generator.synthesize(w_plus).image
