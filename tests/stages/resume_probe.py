@@ -7,6 +7,7 @@ It appends one JSON object per line to `path`:
   optimizer's Adam step counts and a fingerprint of its moments, the GradScaler state (16-mixed), and a
   fingerprint of the weights;
 - "first_batch": the index of the first batch trained after that (a mid-epoch resume continues the epoch);
+- "batch": every training batch's epoch, index and image paths (which data a resumed epoch goes on with);
 - "train_end": the counters when the fit ends.
 
 Not a test module (no test_ prefix): pytest never collects it.
@@ -80,6 +81,10 @@ class ResumeProbe(pl.Callback):
         if not self._first_batch_reported:
             self._first_batch_reported = True
             self._report("first_batch", trainer, pl_module, batch_idx=batch_idx)
+        record = {"event": "batch", "epoch": trainer.current_epoch, "batch_idx": batch_idx,
+                  "paths": [str(path) for path in batch["path"]]}
+        with self.path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._report("train_end", trainer, pl_module)

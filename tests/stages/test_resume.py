@@ -160,6 +160,12 @@ def probe_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def epoch_batches(probe_log: Path, epoch: int = 0) -> dict[int, list[str]]:
+    """{batch index: image paths} of the training batches a run began in `epoch`."""
+    return {record["batch_idx"]: record["paths"] for record in probe_records(probe_log)
+            if record["event"] == "batch" and record["epoch"] == epoch}
+
+
 def only_event(records: list[dict[str, Any]], event: str) -> dict[str, Any]:
     matching = [record for record in records if record["event"] == event]
     assert len(matching) == 1, (event, records)
@@ -251,9 +257,17 @@ def test_a_killed_run_resumes_from_last_at_the_saved_step(precision, accelerator
     assert started["weights"] == pytest.approx(weights_fingerprint(killed["state_dict"]), rel=1e-9, abs=1e-9)
     if with_scaler:
         assert started["scaler"] == {key: float(value) for key, value in killed[scaler_key].items()}
-    # The epoch goes on where it stopped (the batch index; the batches themselves come from a fresh iterator of the
-    # non-resumable DataLoader: Lightning warns about that, and a sample-exact resume is not promised).
+    # The epoch goes on where it stopped: at the saved batch index, with the images the killed run would have
+    # trained on next (ResumableSampler), never again with those it already trained on.
     assert first_batch["batch_idx"] == batches_done and first_batch["iteration"] == iteration
+    killed_batches = epoch_batches(tmp_path / "probe_killed.jsonl")
+    resumed_batches = epoch_batches(tmp_path / "probe_resumed.jsonl")
+    assert sorted(resumed_batches) == list(range(batches_done, batches_done + RESUMED_ITERATIONS))
+    trained_before = {path for index in range(batches_done) for path in killed_batches[index]}
+    assert len(trained_before) == batches_done  # batch size 1, no image twice within an epoch
+    assert not trained_before & {path for paths in resumed_batches.values() for path in paths}
+    for index in killed_batches.keys() & resumed_batches.keys():  # batches the killed run began after its save
+        assert resumed_batches[index] == killed_batches[index]
     # ...and the fit stops at max_iterations, counting from the saved iteration.
     assert ended["iteration"] == max_iterations
     assert ended["global_step"] == global_step_after(max_iterations)

@@ -12,6 +12,7 @@ from grain_pl.data.datasets import (
     list_image_files,
     load_rgb_image,
 )
+from grain_pl.data.sampling import ResumableDataLoader, ResumableSampler
 from grain_pl.data.splits import (
     CELEBA_HQ_PAPER_SPLIT_SIZES,
     DatasetSplit,
@@ -29,6 +30,8 @@ __all__ = [
     "DatasetSplit",
     "GrainDataModule",
     "ImageFolderDataset",
+    "ResumableDataLoader",
+    "ResumableSampler",
     "celeba_hq_split",
     "find_bad_image_files",
     "folder_split",

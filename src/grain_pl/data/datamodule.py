@@ -19,6 +19,7 @@ from grain_pl.data.datasets import (
     list_image_files,
     warn_about_skipped_files,
 )
+from grain_pl.data.sampling import ResumableDataLoader, ResumableSampler
 from grain_pl.data.splits import DatasetSplit, celeba_hq_split, folder_split, read_split_file
 
 __all__ = ["GrainDataModule"]
@@ -55,8 +56,9 @@ class GrainDataModule(pl.LightningDataModule):
             its header (cheap; finds empty, non-image and cut-header files), "decode" decodes every file at setup
             (finds truncated pixel data too; one full pass over the data), "none" only at load time. Whatever
             slips through is handled at load time: under "skip" the next readable file takes its place.
-        batch_size: training batch size (the official code uses 1 at 1024 px). The train loader shuffles and
-            drops the last incomplete batch.
+        batch_size: training batch size (the official code uses 1 at 1024 px). The train loader shuffles (each
+            epoch's order from the global seed and the epoch, so a resumed run continues its epoch; see
+            `grain_pl.data.sampling`) and drops the last incomplete batch.
         val_batch_size: batch size for val, test and predict; None means `batch_size`.
         num_workers: DataLoader worker processes.
         pin_memory: pin host memory (only when CUDA is available).
@@ -216,11 +218,13 @@ class GrainDataModule(pl.LightningDataModule):
         return dataset
 
     def _loader(self, dataset: ImageFolderDataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(
+        # The official loop draws shuffled batches with drop_last; evaluation keeps the listing order. The shuffle
+        # comes from ResumableSampler so that a run resumed mid-epoch continues that epoch's order.
+        sampler = ResumableSampler.for_trainer(dataset, batch_size, self.trainer) if train else None
+        return (ResumableDataLoader if train else DataLoader)(
             dataset,
             batch_size=batch_size,
-            # The official loop draws shuffled batches with drop_last; evaluation keeps the listing order.
-            shuffle=train,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
