@@ -20,7 +20,7 @@ PRECISION ?= 32-true
 RESUME    ?=
 FIT_ARGS  ?=
 # $(1): the stage's config file in conf/; later configs override earlier ones.
-grain_fit = $(BIN)/grain fit --config conf/trainer.yaml --config conf/$(1).yaml --config $(DATA) \
+grain_fit = $(BIN)/grain fit --config conf/trainer.yaml --config conf/stages/$(1).yaml --config $(DATA) \
 	$(if $(2),$(if $(OVERLAY),--config $(OVERLAY))) $(if $(2),$(if $(PRESET),--model.init_args.network $(PRESET))) \
 	$(if $(2),$(if $(PRIOR),--model.init_args.prior_path $(PRIOR))) \
 	--trainer.devices $(DEVICES) --trainer.num_nodes $(NODES) --trainer.strategy $(STRATEGY) \
@@ -33,14 +33,14 @@ $(STAMP): setup.cfg constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.14.1 torchvision==0.29.1
 	$(PIP) -e '.[dev,faces]'
-	$(BIN)/python -m grain_pl.weights.lpips_alexnet  # LPIPS's AlexNet offline (no-op once cached)
+	$(BIN)/grain setup-lpips  # LPIPS's AlexNet offline (no-op once cached)
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install grain_pl with its pins (torch 2.14.1, torchvision 0.29.1)
 
 DEMO_MINUTES ?= 14
 demo: $(STAMP)  ## the embedded default: train the whole chain on scikit-image photos, evaluate (runs/demo)
-	$(BIN)/python -m grain_pl.demo --minutes $(DEMO_MINUTES) --output runs/demo
+	$(BIN)/grain demo --minutes $(DEMO_MINUTES) --output runs/demo
 
 test: $(STAMP)  ## run the test suite (CPU, no downloads)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grain_pl.cli import lightning_cli
+from grain_pl.commands import lightning_cli
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STAGE_FILES = ["prior", "stage1", "stage2", "stage3", "final"]
@@ -53,13 +53,13 @@ def test_stage_configs_instantiate(stage, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     prior = tmp_path / "prior.pt"
     _tiny_prior(prior)
-    args = ["--config", str(CONF / "trainer.yaml"), "--config", str(CONF / f"{stage}.yaml"), "--config",
+    args = ["--config", str(CONF / "trainer.yaml"), "--config", str(CONF / "stages" / f"{stage}.yaml"), "--config",
             str(CONF / "data" / "celebahq_1024.yaml")]
     if stage == "prior":
         args += ["--model.init_args.size", "32", "--model.init_args.style_dim", "32", "--model.init_args.n_mlp", "2",
                  "--model.init_args.channel_max", "16"]
     else:
-        args += ["--config", str(CONF / "tiny.yaml"), "--model.init_args.prior_path", str(prior)]
+        args += ["--config", str(CONF / "overlays" / "tiny.yaml"), "--model.init_args.prior_path", str(prior)]
     cli = lightning_cli(args, run=False)
     assert type(cli.model).__name__ == {"prior": "PriorStage", "stage1": "Stage1", "stage2": "Stage2",
                                          "stage3": "Stage3", "final": "FinalStage"}[stage]
@@ -84,10 +84,10 @@ def _tiny_prior(path: Path) -> None:
 
 
 def test_overlays_merge_loss_weights_field_by_field(tmp_path, monkeypatch):
-    """conf/cat_256.yaml sets only identity: the stage's lr weight (0.1 in stage 1) must survive."""
+    """conf/overlays/cat_256.yaml sets only identity: the stage's lr weight (0.1 in stage 1) must survive."""
     monkeypatch.chdir(tmp_path)
-    args = ["--config", str(CONF / "trainer.yaml"), "--config", str(CONF / "stage1.yaml"), "--config",
-            str(CONF / "data" / "cat_256.yaml"), "--config", str(CONF / "cat_256.yaml"),
+    args = ["--config", str(CONF / "trainer.yaml"), "--config", str(CONF / "stages" / "stage1.yaml"), "--config",
+            str(CONF / "data" / "cat_256.yaml"), "--config", str(CONF / "overlays" / "cat_256.yaml"),
             "--model.init_args.prior_path", "null", "--model.init_args.network", "tiny-32-lr8",
             "--data.image_size", "32", "--trainer.logger", "false"]
     cli = lightning_cli(args, run=False)

@@ -23,11 +23,11 @@ import pytorch_lightning as pl
 from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
-from grain_pl.callbacks import LogImageGrid
 from grain_pl.data import GrainDataModule
-from grain_pl.loggers import GrainWandbLogger
 from grain_pl.losses import LossWeights
 from grain_pl.stages import Stage1
+from grain_pl.training import LogImageGrid
+from grain_pl.training.loggers import GrainWandbLogger
 
 WANDB_FILE_HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
 LOG_BLOCK_SIZE = 32 * 1024

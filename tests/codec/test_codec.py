@@ -21,7 +21,7 @@ from grain_pl.codec import (
     lr_png_bytes,
     read_png_text,
 )
-from grain_pl.images import from_uint8, to_uint8
+from grain_pl.io.images import from_uint8, to_uint8
 from grain_pl.networks import get_preset
 from grain_pl.networks.stylegan2 import StyleGAN2Generator
 from grain_pl.weights.grain_checkpoint import save_grain

@@ -18,6 +18,7 @@ from skimage.data import astronaut
 from torch import nn
 
 from grain_pl.codec import GrainModule, lr_png_bytes
+from grain_pl.commands.evaluate import add_evaluate_command
 from grain_pl.evaluation import (
     CSV_COLUMNS,
     DEFAULT_METHODS,
@@ -26,8 +27,7 @@ from grain_pl.evaluation import (
     decode_image_bytes,
     evaluate_folder,
 )
-from grain_pl.evaluation_cli import add_evaluate_command
-from grain_pl.images import from_uint8, to_uint8
+from grain_pl.io.images import from_uint8, to_uint8
 from grain_pl.losses.identity import IdentityLoss
 from grain_pl.metrics.image_quality import ImageQualityMetrics
 from grain_pl.weights.lpips_alexnet import find_alexnet_weights
@@ -265,10 +265,10 @@ def test_evaluate_command(model, image_folder, tmp_path, capsys) -> None:
 
 
 def test_grain_main_runs_evaluate_when_wired(full_run, capsys) -> None:
-    from grain_pl import cli
+    from grain_pl import commands as cli
 
     if "evaluate" not in cli.build_parser().format_help():
-        pytest.skip("`grain evaluate` is not wired into grain_pl.cli yet")
+        pytest.skip("`grain evaluate` is not wired into grain_pl.commands yet")
     _, output_dir, _, _ = full_run
     assert cli.main(["evaluate", "unused-folder", "--hr-size", "32", "--lr-size", "8", "-o", str(output_dir)]) == 2
     assert "already holds results" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from grain_pl.images import to_uint8
+from grain_pl.io.images import to_uint8
 from grain_pl.metrics.image_quality import ImageQualityMetrics, luma, quantize_like_png, to_unit_range
 from grain_pl.weights.lpips_alexnet import find_alexnet_weights
 

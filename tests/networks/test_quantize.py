@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from grain_pl.images import from_uint8, to_uint8
+from grain_pl.io.images import from_uint8, to_uint8
 from grain_pl.networks.quantize import Quantize
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from grain_pl import checkpoint_io
-from grain_pl.checkpoint_io import AtomicCheckpointIO
+from grain_pl.training import checkpoint_io
+from grain_pl.training.checkpoint_io import AtomicCheckpointIO
 
 CHECKPOINT_MB = 8
 

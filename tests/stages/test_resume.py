@@ -1,10 +1,10 @@
 """Resuming a killed run, and checkpoint files that survive a kill during their own write.
 
-The resume test runs `grain fit` the way a user does (conf/trainer.yaml + conf/stage1.yaml + conf/tiny.yaml) in a
-subprocess, lets it write `last.ckpt` after every step, SIGKILLs it in the middle of an epoch (often while it is
-writing a checkpoint), and resumes it with `--ckpt_path .../last.ckpt`. The resumed process must start exactly
-where the checkpoint says (iteration, loop counters, Adam state, GradScaler state under 16-mixed, weights) and
-stop at `max_iterations`.
+The resume test runs `grain fit` the way a user does (conf/trainer.yaml + conf/stages/stage1.yaml +
+conf/overlays/tiny.yaml) in a subprocess, lets it write `last.ckpt` after every step, SIGKILLs it in the middle of
+an epoch (often while it is writing a checkpoint), and resumes it with `--ckpt_path .../last.ckpt`. The resumed
+process must start exactly where the checkpoint says (iteration, loop counters, Adam state, GradScaler state under
+16-mixed, weights) and stop at `max_iterations`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from resume_probe import (  # tests/stages, on sys.path
     weights_fingerprint,
 )
 
-from grain_pl.checkpoint_io import PARTIAL_SUFFIX, AtomicCheckpointIO, atomic_torch_save, partial_path
-from grain_pl.cli import lightning_cli
+from grain_pl.commands import lightning_cli
 from grain_pl.losses import LossWeights
 from grain_pl.stages import Stage1
+from grain_pl.training.checkpoint_io import PARTIAL_SUFFIX, AtomicCheckpointIO, atomic_torch_save, partial_path
 
 PRESET = "tiny-32-lr8"
 REPO = Path(__file__).resolve().parents[2]
@@ -45,12 +45,12 @@ CONF = REPO / "conf"
 PROBE_DIR = Path(__file__).resolve().parent  # resume_probe.py, importable by the subprocess via PYTHONPATH
 KILL_DURING_SAVE_SCRIPT = PROBE_DIR / "kill_during_save.py"
 
-IMAGE_COUNT = 24  # conf/tiny.yaml keeps 25% for validation: 18 training images
+IMAGE_COUNT = 24  # conf/overlays/tiny.yaml keeps 25% for validation: 18 training images
 BATCHES_PER_EPOCH = 18  # batch size 1: long epochs, so the kill lands mid-epoch
 KILL_AT_ITERATION = 4  # kill once last.ckpt holds at least this many iterations
 RESUMED_ITERATIONS = 3  # then train this many more
 STAGE1_D_EVERY = Stage1.default_d_every  # a discriminator step at iterations 0, 6, 12, ... (no R1 in stage 1)
-RUN_DIR = Path("runs/stage1")  # conf/stage1.yaml, relative to the subprocess's working directory
+RUN_DIR = Path("runs/stage1")  # conf/stages/stage1.yaml, relative to the subprocess's working directory
 PROCESS_TIMEOUT_S = 150.0  # per phase; a healthy phase takes 10-20 s on two slow cores
 
 
@@ -77,20 +77,20 @@ def many_images(tmp_path_factory) -> Path:
 def grain_command() -> list[str]:
     """The installed `grain` entry point next to this interpreter, or the same main() through -m."""
     entry_point = Path(sys.executable).with_name("grain")
-    return [str(entry_point)] if entry_point.exists() else [sys.executable, "-m", "grain_pl.cli"]
+    return [str(entry_point)] if entry_point.exists() else [sys.executable, "-m", "grain_pl.commands"]
 
 
 def fit_arguments(image_dir: Path, probe_log: Path, precision: str, accelerator: str, max_iterations: int,
                   ckpt_path: Path | None = None) -> list[str]:
-    callbacks = [  # replaces conf/stage1.yaml's list: last.ckpt after every step, nothing else on disk
+    callbacks = [  # replaces conf/stages/stage1.yaml's list: last.ckpt after every step, nothing else on disk
         {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
          "init_args": {"dirpath": str(RUN_DIR / "checkpoints"), "save_last": True, "every_n_train_steps": 1,
                        "save_top_k": 0}},
         {"class_path": "resume_probe.ResumeProbe", "init_args": {"path": str(probe_log)}},
     ]
     arguments = [
-        "fit", "--config", str(CONF / "trainer.yaml"), "--config", str(CONF / "stage1.yaml"),
-        "--config", str(CONF / "tiny.yaml"),
+        "fit", "--config", str(CONF / "trainer.yaml"), "--config", str(CONF / "stages" / "stage1.yaml"),
+        "--config", str(CONF / "overlays" / "tiny.yaml"),
         "--data.data_dir", str(image_dir), "--data.batch_size", "1",
         "--model.init_args.max_iterations", str(max_iterations),
         "--trainer.accelerator", accelerator, "--trainer.precision", precision,
@@ -341,11 +341,12 @@ def test_the_stage_confs_write_checkpoints_atomically(tmp_path, monkeypatch):
     """conf/trainer.yaml (shared by every stage) names AtomicCheckpointIO under trainer.plugins."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cli = lightning_cli(["--config", str(CONF / "trainer.yaml"), "--config", str(CONF / "stage1.yaml"),
-                         "--config", str(CONF / "tiny.yaml"), "--data.data_dir", str(tmp_path),
+    cli = lightning_cli(["--config", str(CONF / "trainer.yaml"), "--config", str(CONF / "stages" / "stage1.yaml"),
+                         "--config", str(CONF / "overlays" / "tiny.yaml"), "--data.data_dir", str(tmp_path),
                          "--trainer.logger", "false"], run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO), (
-        "add `plugins: [{class_path: grain_pl.checkpoint_io.AtomicCheckpointIO}]` under trainer: in conf/trainer.yaml")
+        "add `plugins: [{class_path: grain_pl.training.checkpoint_io.AtomicCheckpointIO}]` under trainer: in "
+        "conf/trainer.yaml")
 
 
 def checkpoint_like(marker: str, size_mb: int = 8) -> dict[str, Any]:

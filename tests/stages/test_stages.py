@@ -6,9 +6,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from grain_pl.callbacks import InitFromStage
 from grain_pl.losses import LossWeights
 from grain_pl.stages import FinalStage, Stage1, Stage2, Stage3
+from grain_pl.training import InitFromStage
 from grain_pl.weights.io import CheckpointError
 
 PRESET = "tiny-32-lr8"

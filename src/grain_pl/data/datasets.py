@@ -194,7 +194,7 @@ def warn_about_skipped_files(bad_files: dict[str, str]) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-# Same formulas as grain_pl.images.from_uint8 / to_uint8 (level / 127.5 - 1 and its rounded inverse), so HR
+# Same formulas as grain_pl.io.images.from_uint8 / to_uint8 (level / 127.5 - 1 and its rounded inverse), so HR
 # images and LR PNGs map to tensors identically. Kept private here until the data code switches to that module.
 
 

@@ -18,7 +18,7 @@ from kornia.color import rgb_to_ycbcr
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from grain_pl.images import from_uint8, to_uint8
+from grain_pl.io.images import from_uint8, to_uint8
 from grain_pl.losses.perceptual import PerceptualLoss
 from grain_pl.weights.io import PathLike
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from grain_pl.images import LEVELS
+from grain_pl.io.images import LEVELS
 
 
 class Quantize(nn.Module):

@@ -46,8 +46,8 @@ from grain_pl.metrics.image_quality import ImageQualityMetrics, quantize_like_pn
 from grain_pl.networks import GRAIN, GrainConfig, GrainOutput, get_preset
 from grain_pl.networks.patch_discriminator import PatchDiscriminator
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator
-from grain_pl.optim import build_optimizer
 from grain_pl.stages.iterations import IterationLimit
+from grain_pl.training.optim import build_optimizer
 from grain_pl.weights.grain_checkpoint import load_prior_into, save_grain
 from grain_pl.weights.io import CheckpointError, check_state_dict, read_checkpoint, read_safetensors_checkpoint
 
@@ -141,7 +141,7 @@ class GrainStage(IterationLimit):
             raise ValueError(
                 f"{type(self).__name__} needs a StyleGAN2 prior: set prior_path to a rosinality checkpoint "
                 "(e.g. stylegan2-ffhq-config-f.pt for faces) or train one with the `prior` stage "
-                "(`grain fit --config conf/prior.yaml`)")
+                "(`grain fit --config conf/stages/prior.yaml`)")
         for name in GRAIN_PARTS:
             if name not in self.trainable_parts:
                 getattr(self.grain, name).requires_grad_(False)

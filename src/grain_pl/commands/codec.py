@@ -1,0 +1,104 @@
+"""`grain encode` and `grain decode`: the codec on the command line.
+
+    grain encode photo.png --model grain-paper-1024-lr16.safetensors                 # -> photo.lr.png
+    grain encode photos/ -o lr/ --model model.safetensors --resize center_crop      # keeps the folder layout
+    grain decode lr/ -o hr/ --model model.safetensors                               # every .png under lr/
+    grain decode photo.lr.png -o photo.hr.png --model runs/final/last.ckpt --prior stylegan2-ffhq-config-f.pt
+
+Every file problem prints one line `grain encode: error: FILE: ...` on stderr and the run goes on with the next
+file; the exit code is 2 when any file failed. An existing output is never replaced without `--overwrite`.
+
+This module only builds the argument parsers; the codec (Lightning, torchvision) is imported when a command
+runs, so `grain --help` stays fast. `grain_pl.commands` adds the commands with `add_codec_commands(subparsers)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+RESIZE_CHOICES = ("error", "resize", "center_crop")  # = grain_pl.codec.RESIZE_POLICIES (tested), imported lazily
+
+
+def add_codec_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add `encode` and `decode` to the subparsers of the `grain` parser (each sets `run`)."""
+    encode = subparsers.add_parser(
+        "encode", help="images -> tiny 8-bit LR PNGs",
+        description="Encode images into LR PNGs (the smallest lossless PNG, with the model named in its text "
+                    "chunks). Without -o: photo.jpg -> photo.lr.png next to it.")
+    encode.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, or folders searched recursively (jpg, png, webp, tif, bmp, ppm)")
+    encode.add_argument("--resize", choices=RESIZE_CHOICES, default="error",
+                        help="images that are not HRxHR: 'error' (default: name the file and both sizes), "
+                             "'resize' (antialiased bilinear, stretches), 'center_crop' (shorter side scaled, "
+                             "then the central square)")
+    encode.set_defaults(run=run_encode)
+
+    decode = subparsers.add_parser(
+        "decode", help="LR PNGs -> HR PNGs",
+        description="Decode LR PNGs into HR PNGs; deterministic (same LR, checkpoint, device and batch size: "
+                    "same bytes). Without -o: photo.lr.png -> photo.hr.png next to it.")
+    decode.add_argument("inputs", nargs="+", metavar="INPUT", help="LR PNG files, or folders of them (recursive)")
+    decode.set_defaults(run=run_decode)
+
+    for command in (encode, decode):
+        command.add_argument("-o", "--output",
+                             help="output file (one input file) or folder (several inputs, or a name ending in "
+                                  "/); folder inputs keep their layout under it")
+        command.add_argument("--model", required=True, metavar="PATH",
+                             help="a grain_pl model file (.safetensors) or a stage checkpoint (.ckpt)")
+        command.add_argument("--prior", metavar="PATH",
+                             help="StyleGAN2 prior for a stage .ckpt (default: the checkpoint's prior_path)")
+        command.add_argument("--overwrite", action="store_true", help="replace existing output files")
+        command.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+        command.add_argument("--batch-size", type=int, default=1,
+                             help="images per forward pass (default 1: each output then depends on its own "
+                                  "input only; other sizes can change a pixel by one level)")
+
+
+def run_encode(args: argparse.Namespace) -> str:
+    return _run(args, "encode")
+
+
+def run_decode(args: argparse.Namespace) -> str:
+    return _run(args, "decode")
+
+
+def _run(args: argparse.Namespace, kind: str) -> str:
+    """Run one command; per-file errors go to stderr as they happen, a summary error ends a partial run."""
+    import torch
+
+    from grain_pl.codec import CodecError, GrainModule
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available")
+        # the same input gives the same bytes on every run
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+    def report(source: Path, destination: Path | None, error: CodecError | None) -> None:
+        if error is not None:
+            print(f"grain {kind}: error: {error}", file=sys.stderr, flush=True)
+        else:
+            print(f"{source} -> {destination}", flush=True)
+
+    def warn(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"grain {kind}: warning: {message}", file=sys.stderr, flush=True)  # one line, no source excerpt
+
+    with warnings.catch_warnings():
+        warnings.showwarning = warn  # restored when the block ends
+        module = GrainModule.from_checkpoint(args.model, prior_path=args.prior, map_location=args.device)
+        options = dict(overwrite=args.overwrite, batch_size=args.batch_size, on_result=report)
+        if kind == "encode":
+            result = module.encode_paths(args.inputs, args.output, resize=args.resize, **options)
+        else:
+            result = module.decode_paths(args.inputs, args.output, **options)
+    done, failed = len(result.written), len(result.failed)
+    if failed:
+        raise ValueError(f"{failed} of {done + failed} file(s) failed (see above); {done} written")
+    return f"{kind}d {done} file(s) with {module.describe()}"
