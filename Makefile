@@ -6,7 +6,7 @@ PIP    := $(BIN)/pip install --constraint constraints.txt
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench bench-codec bench-stages clean train train-prior train-stage1 train-stage2 train-stage3 train-final
+.PHONY: help install demo test test-fast lint bench bench-codec bench-stages clean train train-prior train-stage1 train-stage2 train-stage3 train-final
 
 # Training settings (override on the command line: make train-stage1 DATA=conf/data/cat_256.yaml DEVICES=2)
 DATA      ?= conf/data/celebahq_1024.yaml
@@ -44,6 +44,9 @@ demo: $(STAMP)  ## the embedded default: train the whole chain on scikit-image p
 
 test: $(STAMP)  ## run the test suite (CPU, no downloads)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the suite without the tests marked slow (subprocesses, DDP, the demo chain)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff over src/, tests/ and benchmarks/
 	$(BIN)/ruff check src tests benchmarks
