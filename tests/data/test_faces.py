@@ -1,4 +1,5 @@
-"""grain_pl.data.faces: the insightface ArcFace metric, FFHQ alignment and `grain prepare`, all offline.
+"""Faces, all offline: the ArcFace metric (metrics.arcface), insightface model files (weights.insightface), FFHQ
+alignment (data.faces) and `grain prepare` (data.prepare).
 
 No real insightface model exists here, so the tests export small torch networks to ONNX with the input/output
 layout of insightface's files (ArcFace: (B, 3, 112, 112) 'input.1' -> 512-d; SCRFD: 9 outputs for 3 strides) and
@@ -23,19 +24,17 @@ from torch import nn
 
 from grain_pl.commands.prepare import add_prepare_command
 from grain_pl.data.faces import (
-    ARCFACE_TEMPLATE_112,
-    ArcFaceIdentity,
-    FaceModelMissingError,
     NoFaceFoundError,
     detect_landmarks,
     ffhq_align,
     ffhq_alignment_matrix,
-    load_arcface,
     load_detector,
     load_landmarks_file,
-    prepare_folder,
 )
+from grain_pl.data.prepare import prepare_folder
 from grain_pl.losses.identity import crop_faces
+from grain_pl.metrics.arcface import ARCFACE_TEMPLATE_112, ArcFaceIdentity, load_arcface
+from grain_pl.weights.insightface import FaceModelMissingError
 
 # Alignment from given landmarks needs only numpy and Pillow; the model tests need the `faces` extra.
 needs_insightface = pytest.mark.skipif(importlib.util.find_spec("insightface") is None,

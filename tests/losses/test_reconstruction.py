@@ -10,7 +10,7 @@ from grain_pl.losses import LRGuidanceLoss, downsample, pixel_loss
 
 
 def test_bilinear_64x_is_the_mean_of_each_blocks_central_2x2() -> None:
-    # method.md §2.2: F.interpolate(bilinear, no antialias) from 1024 to 16 samples only pixels 31 and 32 of
+    # docs/method.md §2.2: F.interpolate(bilinear, no antialias) from 1024 to 16 samples only pixels 31 and 32 of
     # every 64-pixel block, since output pixel i is centred on input coordinate 64 i + 31.5.
     hr = torch.randn(2, 3, 1024, 1024)
     blocks = hr.reshape(2, 3, 16, 64, 16, 64)

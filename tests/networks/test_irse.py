@@ -8,7 +8,7 @@ from torch import nn
 
 from grain_pl.networks.irse import IRSE50
 
-# method.md §5.4 / §1.9.
+# docs/method.md §5.4 / §1.9.
 PSP_IRSE50_ENTRIES = 397
 PSP_IRSE50_PARAMETERS = 43_797_696
 # Units whose width changes and therefore carry a 1x1 conv + BN shortcut.
@@ -27,7 +27,7 @@ def _bn_keys(prefix: str, *, affine: bool = True) -> set[str]:
 
 
 def _expected_psp_keys() -> set[str]:
-    """The key set of `model_ir_se50.pth`, written out from the table in method.md §5.4."""
+    """The key set of `model_ir_se50.pth`, written out from the table in docs/method.md §5.4."""
     keys = {"input_layer.0.weight", "input_layer.2.weight"} | _bn_keys("input_layer.1")
     for unit in range(24):
         res = f"body.{unit}.res_layer"

@@ -1,4 +1,4 @@
-"""The paper preset is exactly the official architecture: its parameter counts (method.md 1.9)."""
+"""The paper preset is exactly the official architecture: its parameter counts (docs/method.md §1.9)."""
 
 from __future__ import annotations
 

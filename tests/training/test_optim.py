@@ -39,7 +39,7 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int) ->
 
 
 def official_ranger(model: nn.Module, steps: int, centralize: bool) -> list[torch.Tensor]:
-    """The update rule of pSp's Ranger 20.4.11 (method.md §2.4), written out for one parameter at a time."""
+    """The update rule of pSp's Ranger 20.4.11 (docs/method.md §2.4), written out for one parameter at a time."""
     beta1, beta2, eps, alpha, k, threshold = 0.95, 0.999, 1e-5, 0.5, 6, 5
     params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
     first = [torch.zeros_like(p) for p in params]

@@ -1,4 +1,4 @@
-"""The official GRAIN module files, in their exact key layouts (method.md 5.2), load into the paper preset."""
+"""The official GRAIN module files, in their exact key layouts (docs/method.md §5.2), load into the paper preset."""
 
 from __future__ import annotations
 

@@ -49,8 +49,8 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 
 def load_arcface(path: str) -> Any:
-    """insightface's ArcFace (grain_pl.data.faces), for the `arcface` column; needs the `faces` extra."""
-    from grain_pl.data.faces import load_arcface as load
+    """insightface's ArcFace (grain_pl.metrics.arcface), for the `arcface` column; needs the `faces` extra."""
+    from grain_pl.metrics.arcface import load_arcface as load
 
     return load(path)
 

@@ -1,4 +1,4 @@
-"""`grain prepare`: align raw face photos into a training folder (see grain_pl.data.faces.prepare_folder).
+"""`grain prepare`: align raw face photos into a training folder (see grain_pl.data.prepare.prepare_folder).
 
     grain prepare photos/ -o faces-1024/ --size 1024                      # insightface's detector (buffalo_l)
     grain prepare photos/ -o faces-1024/ --detector ~/models/det_10g.onnx
@@ -13,7 +13,7 @@ from typing import Any
 
 
 def _run_prepare(args: argparse.Namespace) -> str:
-    from grain_pl.data.faces import prepare_folder
+    from grain_pl.data.prepare import prepare_folder
 
     def progress(index: int, total: int, name: str) -> None:
         if args.verbose or index % 100 == 0:

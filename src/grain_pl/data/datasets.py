@@ -1,6 +1,6 @@
 """Image files -> HR tensors in [-1, 1]: listing, robust decoding, size policies.
 
-The official GRAIN loader (`celebs_invertible_super_resolution`, see design/method.md §3) walks a folder, sorts the
+The official GRAIN loader (`celebs_invertible_super_resolution`, see docs/method.md §3) walks a folder, sorts the
 paths, opens each file as PIL RGB, applies `Resize((1024, 1024))`, `ToTensor()` and `Normalize(0.5, 0.5)`, with no
 augmentation. This module does the same by default, and adds what the official code leaves to chance: grayscale,
 alpha, palette and 16-bit files, EXIF orientation, explicit size policies and a policy for unreadable files.

@@ -1,22 +1,15 @@
-"""Faces through insightface: an ArcFace identity metric, FFHQ-style alignment, and `grain prepare`.
+"""Face alignment: FFHQ-style crops from 5 landmarks, the landmarks from a detector or a file.
 
-Three things live here:
-
-- `ArcFaceIdentity`: insightface's ArcFace recognition model (an ONNX file of its model zoo, e.g.
-  `buffalo_l/w600k_r50.onnx`) as an identity *metric* for `grain evaluate`, beside the IR-SE50 of the training
-  loss (`grain_pl.losses.identity`). Inputs are FFHQ/CelebA-HQ-aligned images in [-1, 1]; each is cut to the
-  face box the IR-SE50 loss uses (`crop_faces`: 256 px, rows 35:223, cols 32:220, pooled to 112 px). For an
-  FFHQ-aligned face that box is the ArcFace 112x112 alignment to within about two pixels (a test checks it), so
-  the recognition model sees the crops it was trained on.
 - `ffhq_align`: the crop geometry of the FFHQ dataset (the oriented square built from the eye centres and the
   mouth centre), computed from 5 landmarks (eyes, nose, mouth corners; the nose is not used), with FFHQ's
-  supersampling and its reflect-and-blur padding where the square leaves the photo.
-- `prepare_folder`: a folder of raw face photos -> a folder of aligned PNGs ready for training, with landmarks
-  from a file (any detector; runs offline) or from insightface's SCRFD detector (e.g. `buffalo_l/det_10g.onnx`).
+  supersampling and its reflect-and-blur padding where the square leaves the photo. `ffhq_alignment_matrix` is the
+  same map as a 2x3 matrix.
+- `detect_landmarks`: the 5 landmarks of the largest face, from insightface's SCRFD detector (`load_detector`, e.g.
+  `buffalo_l/det_10g.onnx`, found by `grain_pl.weights.insightface`) or any object with its `detect`.
+- `load_landmarks_file`: 5 landmarks per image from a JSON or CSV file (any detector; runs offline).
 
-insightface (and onnxruntime) are needed only for the ArcFace metric and the detector; alignment from given
-landmarks needs only numpy and Pillow. Nothing is downloaded here: the model files are found where insightface
-keeps them (`~/.insightface/models/<pack>/`) or given by path.
+A whole folder is aligned by `grain_pl.data.prepare.prepare_folder` (`grain prepare`). Alignment from given
+landmarks needs only numpy and Pillow; the detector needs insightface and onnxruntime (the `faces` extra).
 
 Coordinates: landmarks are (x, y) in pixel-index coordinates of the image as displayed (EXIF orientation
 applied; pixel (0, 0)'s centre is at (0, 0)), as OpenCV, insightface and most detectors report them.
@@ -26,67 +19,26 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from grain_pl.data.datasets import BadImageFileError, list_image_files, load_rgb_image
-from grain_pl.losses.identity import crop_faces
+from grain_pl.weights.insightface import DEFAULT_INSIGHTFACE_ROOT, DETECTOR_FILES, load_zoo_model
 
 __all__ = [
-    "ARCFACE_TEMPLATE_112",
-    "DEFAULT_INSIGHTFACE_ROOT",
-    "DETECTOR_FILES",
-    "RECOGNITION_FILES",
-    "ArcFaceIdentity",
-    "FaceModelMissingError",
+    "PADDING_MODES",
     "LandmarkDetector",
     "NoFaceFoundError",
-    "PrepareReport",
+    "PaddingMode",
     "detect_landmarks",
     "ffhq_align",
     "ffhq_alignment_matrix",
-    "find_insightface_model",
-    "load_arcface",
     "load_detector",
     "load_landmarks_file",
-    "prepare_folder",
 ]
-
-# Where insightface keeps its model packs: FaceAnalysis(name="buffalo_l") unpacks buffalo_l.zip into
-# <root>/models/buffalo_l/ (insightface.utils.storage; the root is a parameter there, "~/.insightface" by default).
-DEFAULT_INSIGHTFACE_ROOT = "~/.insightface"
-MODEL_ZOO_URL = "https://github.com/deepinsight/insightface/releases/download/model-zoo/"
-
-# (pack, file) pairs, in the order they are tried. buffalo_l is insightface's default pack.
-RECOGNITION_FILES: tuple[tuple[str, str], ...] = (
-    ("buffalo_l", "w600k_r50.onnx"),   # ArcFace ResNet-50, WebFace600K
-    ("antelopev2", "glintr100.onnx"),  # ArcFace ResNet-100, Glint360K
-    ("buffalo_m", "w600k_r50.onnx"),
-    ("buffalo_s", "w600k_mbf.onnx"),   # MobileFaceNet, WebFace600K
-    ("buffalo_sc", "w600k_mbf.onnx"),
-)
-DETECTOR_FILES: tuple[tuple[str, str], ...] = (
-    ("buffalo_l", "det_10g.onnx"),     # SCRFD-10GF with 5 keypoints
-    ("antelopev2", "scrfd_10g_bnkps.onnx"),
-    ("buffalo_m", "det_2.5g.onnx"),
-    ("buffalo_s", "det_500m.onnx"),
-    ("buffalo_sc", "det_500m.onnx"),
-)
-
-# The 5-point template ArcFace models are trained on (left eye, right eye, nose, left and right mouth corner in a
-# 112x112 crop; insightface.utils.face_align.arcface_dst). Used to document and test where faces land.
-ARCFACE_TEMPLATE_112 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float64,
-)
 
 # FFHQ renders the crop at 4096 px and downsizes to 1024 (4x supersampling); beyond 4096 we do not supersample.
 _MAX_TRANSFORM_SIZE = 4096
@@ -94,187 +46,8 @@ PaddingMode = Literal["ffhq", "reflect", "black"]
 PADDING_MODES: tuple[str, ...] = ("ffhq", "reflect", "black")
 
 
-class FaceModelMissingError(FileNotFoundError):
-    """An insightface model file that is not on this machine; the message says which files and how to get them."""
-
-
 class NoFaceFoundError(ValueError):
     """The detector found no face in an image (the message names the image)."""
-
-
-def _require_insightface(purpose: str) -> Any:
-    try:
-        import insightface.model_zoo as model_zoo
-    except ImportError as error:
-        raise ImportError(
-            f"{purpose} needs insightface (and onnxruntime): pip install --constraint constraints.txt "
-            f"-e '.[faces]' (or pip install insightface==2.1); import failed with: {error}"
-        ) from error
-    return model_zoo
-
-
-def _missing_model_message(kind: str, candidates: tuple[tuple[str, str], ...], root: Path, flag: str) -> str:
-    expected = "\n".join(f"  {root / 'models' / pack / name}" for pack, name in candidates)
-    return (
-        f"no insightface {kind} model found; looked for:\n{expected}\n"
-        f"Get one on a machine with internet access: `python -c \"from insightface.app import FaceAnalysis; "
-        f"FaceAnalysis(name='buffalo_l')\"` downloads and unpacks buffalo_l into {root / 'models' / 'buffalo_l'} "
-        f"(or download {MODEL_ZOO_URL}buffalo_l.zip and unzip it there), then copy that folder here, or give the "
-        f".onnx file with {flag}. insightface's pretrained models are licensed for non-commercial research only."
-    )
-
-
-def find_insightface_model(
-    candidates: tuple[tuple[str, str], ...], root: str | Path = DEFAULT_INSIGHTFACE_ROOT
-) -> Path | None:
-    """The first existing `<root>/models/<pack>/<file>` among `candidates`, or None."""
-    models = Path(root).expanduser() / "models"
-    for pack, name in candidates:
-        path = models / pack / name
-        if path.is_file():
-            return path
-    return None
-
-
-def _resolve_model_path(
-    path: str | Path | None, candidates: tuple[tuple[str, str], ...], root: str | Path, kind: str, flag: str
-) -> Path:
-    """An explicit file, a model-pack folder (searched for the known file names), or the default location."""
-    if path is None:
-        found = find_insightface_model(candidates, root)
-        if found is None:
-            raise FaceModelMissingError(_missing_model_message(kind, candidates, Path(root).expanduser(), flag))
-        return found
-    path = Path(path).expanduser()
-    if path.is_dir():  # a model pack such as ~/.insightface/models/buffalo_l
-        for _, name in candidates:
-            if (path / name).is_file():
-                return path / name
-        names = ", ".join(sorted({name for _, name in candidates}))
-        raise FaceModelMissingError(f"{path} holds no insightface {kind} model (looked for {names})")
-    if not path.is_file():
-        raise FaceModelMissingError(f"insightface {kind} model {path} does not exist")
-    return path
-
-
-def _load_zoo_model(path: str | Path | None, candidates: tuple[tuple[str, str], ...], root: str | Path, *,
-                    kind: str, flag: str, purpose: str, task: str, providers: list[str] | None) -> tuple[Any, Path]:
-    """Find the .onnx file (`_resolve_model_path`) and open it with insightface's model zoo; the file must be
-    routed as `task` ("recognition", "detection"). Returns the model and its path."""
-    model_path = _resolve_model_path(path, candidates, root, kind, flag)
-    model_zoo = _require_insightface(purpose)
-    kwargs = {} if providers is None else {"providers": providers}
-    model = model_zoo.get_model(str(model_path), **kwargs)
-    # insightface routes an ONNX file by its inputs and outputs (a square input of 112 px or more is recognition).
-    if model is None or getattr(model, "taskname", None) != task:
-        routed = getattr(model, "taskname", "unrecognised")
-        raise ValueError(f"{model_path} is not a face {task} model (insightface routes it as: {routed})")
-    return model, model_path
-
-
-# --------------------------------------------------------------------------------------------------------------
-# ArcFace identity metric
-# --------------------------------------------------------------------------------------------------------------
-
-
-FaceCrop = Literal["psp", "none"]
-
-
-class ArcFaceIdentity:
-    """Cosine similarity of insightface ArcFace embeddings: an identity metric for `grain evaluate`.
-
-    Args:
-        model: an insightface `ArcFaceONNX` (what `insightface.model_zoo.get_model("w600k_r50.onnx")` returns), or
-            any object with its `forward(batch)` (NCHW float32 RGB in 0..255 -> (B, D) numpy), `input_size`
-            ((width, height)) and `input_shape` attributes.
-        crop: how (B, 3, H, W) images become the model's aligned face crops:
-            "psp" (default): the images are FFHQ/CelebA-HQ-aligned (any square size): the IR-SE50 loss's box
-            (`grain_pl.losses.identity.crop_faces`), which puts the eyes and mouth where the ArcFace template has
-            them, resized to the model's input size (112);
-            "none": the images already are ArcFace-aligned crops (e.g. insightface's `norm_crop`); only resized.
-        batch_size: most images per ONNX run (bounds memory on large evaluation batches).
-
-    Use `ArcFaceIdentity.from_path(path)`; `path=None` looks in insightface's model folder.
-    """
-
-    def __init__(self, model: Any, crop: FaceCrop = "psp", batch_size: int = 32,
-                 model_path: str | Path | None = None) -> None:
-        if crop not in ("psp", "none"):
-            raise ValueError(f"crop must be 'psp' or 'none', got {crop!r}")
-        self.model = model
-        self.crop = crop
-        self.batch_size = max(1, int(batch_size))
-        self.model_path = None if model_path is None else Path(model_path)
-        width, height = model.input_size
-        self.input_size = (int(height), int(width))
-        # A model exported with a fixed batch of 1 must be run image by image.
-        batch_dim = model.input_shape[0] if getattr(model, "input_shape", None) else None
-        self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
-
-    @classmethod
-    def from_path(cls, path: str | Path | None = None, *, root: str | Path = DEFAULT_INSIGHTFACE_ROOT,
-                  providers: list[str] | None = None, crop: FaceCrop = "psp",
-                  batch_size: int = 32) -> ArcFaceIdentity:
-        """Load a recognition model through insightface's model zoo.
-
-        Args:
-            path: the .onnx file (e.g. `w600k_r50.onnx`), a model-pack folder holding one, or None for the first of
-                `RECOGNITION_FILES` under `<root>/models/` (buffalo_l's `w600k_r50.onnx` first).
-            root: insightface's root folder (where FaceAnalysis downloads to).
-            providers: onnxruntime execution providers; None lets insightface choose (CUDA when available).
-
-        Raises:
-            FaceModelMissingError: no such file / nothing in the default location (the message lists the expected
-                files and how to get them).
-            ValueError: the file is not a recognition model (e.g. a detector).
-        """
-        model, model_path = _load_zoo_model(path, RECOGNITION_FILES, root, kind="recognition (ArcFace)",
-                                            flag="--arcface", purpose="The ArcFace identity metric",
-                                            task="recognition", providers=providers)
-        return cls(model, crop=crop, batch_size=batch_size, model_path=model_path)
-
-    def _faces(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] -> (B, 3, h, w) face crops at the model's input size, float32 on the CPU."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected (B, 3, H, W) images, got shape {tuple(images.shape)}")
-        images = images.detach().float().cpu()
-        faces = crop_faces(images) if self.crop == "psp" else images
-        if tuple(faces.shape[-2:]) != self.input_size:
-            faces = F.interpolate(faces, size=self.input_size, mode="bilinear", align_corners=False,
-                                  antialias=True)
-        return faces
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised embeddings (B, D) of (B, 3, H, W) images in [-1, 1], on the images' device."""
-        faces = self._faces(images)
-        # ArcFaceONNX.forward takes RGB pixels in 0..255 and applies the model's own normalisation (127.5/127.5
-        # for insightface's current models, none for old MXNet exports), so [-1, 1] maps back to 0..255 here.
-        pixels = ((faces + 1.0) * 127.5).clamp(0.0, 255.0).numpy().astype(np.float32)
-        chunk = self._fixed_batch or self.batch_size
-        outputs = [np.asarray(self.model.forward(pixels[start:start + chunk]), dtype=np.float32)
-                   for start in range(0, len(pixels), chunk)]
-        embeddings = torch.from_numpy(np.concatenate(outputs, axis=0).reshape(len(pixels), -1))
-        return F.normalize(embeddings, p=2.0, dim=1).to(images.device)
-
-    @torch.no_grad()
-    def similarity(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-sample cosine similarity (B,) of the embeddings of two image batches (no gradient)."""
-        if output.shape != target.shape:
-            raise ValueError(f"output and target shapes differ: {tuple(output.shape)} vs {tuple(target.shape)}")
-        return (self.embed(output) * self.embed(target)).sum(dim=1)
-
-    def __repr__(self) -> str:
-        return f"ArcFaceIdentity(model_path={self.model_path}, crop={self.crop!r}, input_size={self.input_size})"
-
-
-def load_arcface(path: str | Path | None) -> ArcFaceIdentity:
-    """`grain evaluate --arcface PATH`'s loader: a recognition .onnx file or a model-pack folder (None: the default
-    location). A missing insightface becomes a ValueError, so the command reports it like other user errors."""
-    try:
-        return ArcFaceIdentity.from_path(path)
-    except ImportError as error:
-        raise ValueError(str(error)) from error
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -463,9 +236,9 @@ def load_detector(path: str | Path | None = None, *, root: str | Path = DEFAULT_
 
     `path`: the .onnx file, a model-pack folder, or None for the first of `DETECTOR_FILES` under `<root>/models/`.
     """
-    detector, model_path = _load_zoo_model(path, DETECTOR_FILES, root, kind="face detection (SCRFD)",
-                                           flag="--detector", purpose="Face detection", task="detection",
-                                           providers=providers)
+    detector, model_path = load_zoo_model(path, DETECTOR_FILES, root, kind="face detection (SCRFD)",
+                                          flag="--detector", purpose="Face detection", task="detection",
+                                          providers=providers)
     if not getattr(detector, "use_kps", True):
         raise ValueError(f"{model_path} detects boxes only; alignment needs a detector with 5 keypoints "
                          "(SCRFD *_kps / *_bnkps, buffalo_l's det_10g.onnx)")
@@ -494,7 +267,7 @@ def detect_landmarks(image: Image.Image | np.ndarray, detector: LandmarkDetector
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Folders
+# Landmarks files
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -542,144 +315,3 @@ def load_landmarks_file(path: str | Path) -> dict[str, np.ndarray]:
         except (ValueError, TypeError) as error:
             raise ValueError(f"{path}, entry {key!r}: {error}") from None
     return entries
-
-
-@dataclass
-class PrepareReport:
-    """What `prepare_folder` did, by source path relative to the source folder."""
-
-    written: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)           # output existed (skip_existing=True)
-    failed: dict[str, str] = field(default_factory=dict)        # relative path -> reason
-    unused_landmarks: list[str] = field(default_factory=list)   # landmarks-file keys without an image
-
-    def summary(self, max_failures: int = 20) -> str:
-        lines = [f"aligned {len(self.written)} image(s)"
-                 + (f", skipped {len(self.skipped)} existing" if self.skipped else "")
-                 + (f", {len(self.failed)} failed" if self.failed else "")]
-        for index, (name, reason) in enumerate(self.failed.items()):
-            if index == max_failures:
-                lines.append(f"  ... and {len(self.failed) - max_failures} more failures")
-                break
-            lines.append(f"  failed: {name}: {reason}")
-        if self.unused_landmarks:
-            shown = ", ".join(self.unused_landmarks[:5])
-            more = f" and {len(self.unused_landmarks) - 5} more" if len(self.unused_landmarks) > 5 else ""
-            lines.append(f"  {len(self.unused_landmarks)} landmarks entries match no image: {shown}{more}")
-        return "\n".join(lines)
-
-
-def _relative_key(key: str, source: Path) -> str:
-    """Landmarks keys may also be absolute paths (or start with the source folder's path)."""
-    path = Path(key)
-    for base in (source, source.resolve()):
-        if path.is_absolute() == base.is_absolute() and path.is_relative_to(base):
-            return path.relative_to(base).as_posix()
-    return key
-
-
-def _output_path(destination: Path, relative: str) -> Path:
-    return (destination / relative).with_suffix(".png")
-
-
-def prepare_folder(
-    source: str | Path,
-    destination: str | Path,
-    output_size: int = 1024,
-    detector_path: str | Path | None = None,
-    landmarks_file: str | Path | None = None,
-    overwrite: bool = False,
-    *,
-    skip_existing: bool = False,
-    detector: LandmarkDetector | None = None,
-    detector_input_size: tuple[int, int] | None = (640, 640),
-    padding: PaddingMode = "ffhq",
-    supersample: int = 4,
-    progress: Callable[[int, int, str], None] | None = None,
-) -> PrepareReport:
-    """Align every face photo under `source` into `destination` as `output_size` PNGs, keeping relative paths.
-
-    Landmarks come from `landmarks_file` (see `load_landmarks_file`), else from `detector` (an object with SCRFD's
-    `detect`), else from the SCRFD model at `detector_path` (None: insightface's model folder, buffalo_l's
-    `det_10g.onnx` first). With a detector the largest face of each photo is used.
-
-    A file that cannot be read, has no landmarks or shows no face is recorded in `report.failed` and skipped.
-    Existing outputs are never replaced unless `overwrite`: the run stops before writing anything and names them
-    (or, with `skip_existing`, leaves them and records them in `report.skipped`).
-
-    Raises:
-        FileExistsError: outputs exist and neither `overwrite` nor `skip_existing` is set.
-        FileNotFoundError / ValueError: no source folder, no image in it, a bad landmarks file, no detector.
-    """
-    source, destination = Path(source), Path(destination)
-    if landmarks_file is not None and (detector is not None or detector_path is not None):
-        raise ValueError("give either a landmarks file or a detector, not both")
-    if detector is not None and detector_path is not None:
-        raise ValueError("give either a detector object or a detector path, not both")
-    if overwrite and skip_existing:
-        raise ValueError("overwrite and skip_existing exclude each other")
-    if padding not in PADDING_MODES:
-        raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
-
-    files = list_image_files(source)
-    destination_resolved = destination.resolve()
-    # A destination inside the source must not feed earlier outputs back in.
-    files = [path for path in files if not path.resolve().is_relative_to(destination_resolved)]
-    relatives = [path.relative_to(source).as_posix() for path in files]
-    if not files:
-        raise ValueError(f"no image files under {source} outside the destination {destination}")
-
-    report = PrepareReport()
-    targets: dict[str, Path] = {}
-    claimed: dict[Path, str] = {}
-    for relative in relatives:
-        target = _output_path(destination, relative)
-        if target in claimed:  # photo.jpg and photo.png would both become photo.png
-            report.failed[relative] = f"its output {target.name} is already produced from {claimed[target]}"
-            continue
-        claimed[target] = relative
-        targets[relative] = target
-    existing = [relative for relative, target in targets.items() if target.exists()]
-    if existing and not overwrite:
-        if not skip_existing:
-            shown = ", ".join(str(targets[relative]) for relative in existing[:5])
-            more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
-            raise FileExistsError(f"{len(existing)} output file(s) already exist: {shown}{more} "
-                                  "(pass overwrite to replace them, or skip_existing to keep them)")
-        for relative in existing:
-            report.skipped.append(relative)
-            del targets[relative]
-
-    landmarks: dict[str, np.ndarray] | None = None
-    if landmarks_file is not None:
-        landmarks = {_relative_key(key, source): points for key, points in load_landmarks_file(landmarks_file).items()}
-        report.unused_landmarks = sorted(set(landmarks) - set(relatives))
-    elif detector is None and targets:
-        detector = load_detector(detector_path)
-
-    for index, (relative, target) in enumerate(targets.items()):
-        if progress is not None:
-            progress(index, len(targets), relative)
-        try:
-            image = load_rgb_image(source / relative)
-            if landmarks is not None:
-                if relative not in landmarks:
-                    raise ValueError(f"no landmarks for it in {landmarks_file}")
-                points = landmarks[relative]
-            else:
-                points = detect_landmarks(image, detector, detector_input_size, name=relative)
-            aligned = ffhq_align(image, points, output_size, padding=padding, supersample=supersample)
-        except NoFaceFoundError:
-            report.failed[relative] = "no face found"
-            continue
-        except (BadImageFileError, ValueError) as error:
-            reason = error.reason if isinstance(error, BadImageFileError) else str(error)
-            report.failed[relative] = reason
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Write next to the target and rename, so an interrupted run never leaves a truncated PNG behind.
-        partial = target.with_name(f".{target.name}.partial")
-        aligned.save(partial, format="PNG")
-        os.replace(partial, target)
-        report.written.append(relative)
-    return report

@@ -1,4 +1,4 @@
-"""Adversarial terms of the GRAIN objective (method.md §2.2-2.3).
+"""Adversarial terms of the GRAIN objective (docs/method.md §2.2-2.3).
 
 - Stage 1: relativistic average GAN (RaGAN) with BCE-with-logits on a patch discriminator. The official
   generator loss is one-sided (fake term only, not halved); ESRGAN's symmetric form is an option.
@@ -6,7 +6,7 @@
 - Plain WGAN (what the paper's text names) as an option; no gradient penalty is included.
 
 Every function works for any batch size and logit shape: BCE targets are built with `ones_like`/`zeros_like`
-(the official fixed 1x1x16x16 targets broke batch sizes above 1, method.md §6.3), and the relativistic
+(the official fixed 1x1x16x16 targets broke batch sizes above 1, docs/method.md §6.3), and the relativistic
 means are over the whole logit tensor (batch and patches), as in the official code.
 """
 

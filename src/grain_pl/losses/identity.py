@@ -1,4 +1,4 @@
-"""The identity (ArcFace) term of the GRAIN objective (method.md §2.2).
+"""The identity (ArcFace) term of the GRAIN objective (docs/method.md §2.2).
 
 Both images are brought to 256x256 by plain bilinear resizing (official: no antialias), cropped to the face box
 the pSp ID loss assumes for FFHQ/CelebA-HQ-aligned faces (rows 35:223, cols 32:220, i.e. 188x188),

@@ -1,4 +1,4 @@
-"""LPIPS (AlexNet, v0.1) as a frozen loss: GRAIN's perceptual term (method.md §2.2 and §5.5).
+"""LPIPS (AlexNet, v0.1) as a frozen loss: GRAIN's perceptual term (docs/method.md §2.2 and §5.5).
 
 The network is the `lpips` package's own `LPIPS(net="alex", version="0.1")`, with its shipped linear layers;
 only the ImageNet AlexNet backbone is loaded by us, from torchvision's cache or grain_pl's converted copy

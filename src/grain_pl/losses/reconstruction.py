@@ -1,8 +1,8 @@
-"""Pixel-space terms of the GRAIN objective: HR reconstruction MSE and the LR guidance MSE (method.md §2.2).
+"""Pixel-space terms of the GRAIN objective: HR reconstruction MSE and the LR guidance MSE (docs/method.md §2.2).
 
 The LR guidance term pulls the encoder's 16x16 LR towards a downscaled copy of the HR image so that the LR
 stays a viewable thumbnail. The official target is `F.interpolate(bilinear)` without antialiasing, which at
-64x only averages the central 2x2 pixels of each 64x64 block (an aliased point sample, method.md §6.17);
+64x only averages the central 2x2 pixels of each 64x64 block (an aliased point sample, docs/method.md §6.17);
 `mode="antialias"` offers a properly low-passed target instead.
 """
 

@@ -1,4 +1,4 @@
-"""Weights of the GRAIN loss terms and their weighted sum (method.md §2.1-2.2).
+"""Weights of the GRAIN loss terms and their weighted sum (docs/method.md §2.1-2.2).
 
 Defaults are the official lambdas: l2 1.0, LPIPS 0.8, ID 0.1, adversarial 0.01. The LR guidance weight is 0
 by default; the official stage 1 and final stage set it to 0.1, and it must stay 0 where no LR exists.

@@ -2,11 +2,19 @@
 
 Every metric is a torchmetrics state, so accumulating over a validation/test epoch and syncing across DDP ranks
 is torchmetrics' job. Inputs are images in [-1, 1] (B, 3, H, W), like every image of `GrainOutput`; they are
-clamped to [-1, 1] first, because that is what a saved image can hold.
+clamped to [-1, 1] first, because that is what a saved image can hold. The luma variants need `y_channel=True`.
+(tests/metrics/test_docstring_examples.py runs this example.)
 
-    metrics = ImageQualityMetrics(prefix="val/")       # a MetricCollection: log it with `self.log_dict`
-    metrics.update(output.hr_out, batch["hr"])
-    metrics.compute()  # {"val/lpips": ..., "val/psnr": ..., "val/psnr_y": ..., "val/ssim": ..., "val/ssim_y": ...}
+    >>> import torch
+    >>> from grain_pl.metrics import ImageQualityMetrics
+    >>> hr = torch.zeros(2, 3, 64, 64)                 # e.g. batch["hr"]: (B, 3, H, W) in [-1, 1]
+    >>> hr_out = hr + 0.2                              # e.g. output.hr_out: 0.1 off in [0, 1], so PSNR = 20 dB
+    >>> metrics = ImageQualityMetrics(prefix="val/")   # a MetricCollection: log it with `self.log_dict`
+    >>> metrics.update(hr_out, hr)
+    >>> {name: round(value.item(), 3) for name, value in sorted(metrics.compute().items())}
+    {'val/lpips': 0.054, 'val/psnr': 20.0, 'val/ssim': 0.984}
+    >>> sorted(ImageQualityMetrics(lpips=False, y_channel=True, prefix="val/").keys())
+    ['val/psnr', 'val/psnr_y', 'val/ssim', 'val/ssim_y']
 """
 
 from __future__ import annotations

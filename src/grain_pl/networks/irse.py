@@ -1,7 +1,7 @@
 """IR-SE50: the ArcFace face-recognition backbone behind GRAIN's identity loss.
 
 The module tree mirrors the `Backbone` class that produced pSp's `model_ir_se50.pth` (TreB1eN's
-InsightFace_Pytorch), so that file loads with `strict=True` and no renaming (see method.md §5.4):
+InsightFace_Pytorch), so that file loads with `strict=True` and no renaming (see docs/method.md §5.4):
 
     input_layer   = [conv3x3 3->64, BN, PReLU]                       keys input_layer.{0,1,2}
     body.{u}      = 24 residual units (50 layers) or 49 (100 layers)

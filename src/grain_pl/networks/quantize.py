@@ -3,7 +3,7 @@
 Training (as the official `Noise` module): add uniform noise of +-0.5 in 8-bit units, then clamp to [0, 255],
 so the decoder learns to cope with rounding while gradients still flow. Evaluation: round and clamp, so the
 LR is exactly an 8-bit image and `lr == from_uint8(to_uint8(lr))` bit for bit; the rounding passes
-gradients straight through. The official code never rounds, even at test time (method.md section 6.1);
+gradients straight through. The official code never rounds, even at test time (docs/method.md section 6.1);
 `noise_at_eval=True` reproduces that for comparisons with the released numbers.
 """
 

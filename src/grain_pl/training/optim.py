@@ -1,4 +1,4 @@
-"""Optimizers for the generator and discriminator (method.md §2.4).
+"""Optimizers for the generator and discriminator (docs/method.md §2.4).
 
 - "ranger": the official optimizer (pSp's copy of lessw2020's Ranger 20.4.11): RAdam + Lookahead (alpha 0.5,
   k 6) + gradient centralisation of every parameter with more than one dimension, betas (0.95, 0.999),

@@ -1,6 +1,6 @@
 """Read pSp's / TreB1eN's `model_ir_se50.pth` into `grain_pl.networks.irse.IRSE50`.
 
-The file is a flat state dict whose key names already match our module tree (method.md §5.4), so
+The file is a flat state dict whose key names already match our module tree (docs/method.md §5.4), so
 conversion only has to undo wrappers and fill the BatchNorm counters older PyTorch saves lack.
 """
 
