@@ -22,6 +22,7 @@ from grain_pl.evaluation import (
     parse_method,
     resize_baseline,
 )
+from grain_pl.metrics.lr_fidelity import reference_thumbnail
 
 
 def astronaut_crop(size: int = 48, top: int = 60, left: int = 180) -> torch.Tensor:
@@ -117,6 +118,16 @@ def test_resize_baseline_stores_its_lr_as_the_smallest_png() -> None:
     assert result.payload.startswith(b"\x89PNG") and lr.shape == (3, 8, 8)
     assert result.payload == lr_png_bytes(lr) and result.num_bytes == len(result.payload)
     assert result.output.shape == image.shape and result.quality is None and result.target_bytes is None
+
+
+def test_resize_baselines_carry_their_stored_lr_and_bicubic_is_the_reference_thumbnail() -> None:
+    image = astronaut_crop(64)
+    results = baseline_reconstructions(image, 8, ["bilinear", "bicubic", "jpeg_q40"], png_encoder=lr_png_bytes)
+    for name in ("bilinear", "bicubic"):
+        assert torch.equal(results[name].lr, decode_image_bytes(results[name].payload))  # what the file holds
+    assert torch.equal(results["bicubic"].lr, reference_thumbnail(image, 8))  # lr_psnr's reference: the same call
+    assert not torch.equal(results["bilinear"].lr, results["bicubic"].lr)
+    assert results["jpeg_q40"].lr is None  # a codec stores no LR
 
 
 @pytest.mark.parametrize(("mode", "pillow_filter"), [("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)])

@@ -26,13 +26,57 @@ from grain_pl.evaluation import (
     ReconstructionScorer,
     decode_image_bytes,
     evaluate_folder,
+    format_summary,
 )
 from grain_pl.io.images import from_uint8, to_uint8
 from grain_pl.losses.identity import IdentityLoss
 from grain_pl.metrics.image_quality import ImageQualityMetrics
+from grain_pl.metrics.lr_fidelity import reference_thumbnail
+from grain_pl.networks import get_preset
 from grain_pl.weights.lpips_alexnet import find_alexnet_weights
 
 CROPS = {"a.png": (100, 180), "faces/b.png": (60, 200), "faces/c.png": (250, 250)}  # 32 x 32 astronaut crops
+LR_METHODS = ("grain", "bilinear", "bicubic")  # the methods that store an LR
+
+
+class MeanAbsoluteDistance(nn.Module):
+    """A stand-in for LPIPS where LPIPS is not what a test looks at: (B,) mean absolute differences."""
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (output - target).abs().flatten(1).mean(1)
+
+
+class ThumbnailCodec(nn.Module):
+    """A test double for GRAIN (tiny-32-lr8 sizes): its LR is the HR's antialiased bicubic 8-bit thumbnail, moved
+    right by `shift` pixels; its decoder upscales the LR bicubically."""
+
+    def __init__(self, shift: int = 0) -> None:
+        super().__init__()
+        self.config = get_preset("tiny-32-lr8")
+        self.shift = shift
+
+    def encode(self, hr: torch.Tensor) -> torch.Tensor:
+        size = (self.config.lr_size, self.config.lr_size)
+        lr = F.interpolate(to_uint8(hr).float(), size=size, mode="bicubic", align_corners=False, antialias=True)
+        return from_uint8(torch.roll(lr.round().clamp(0, 255), self.shift, dims=-1))
+
+    def decode(self, lr: torch.Tensor) -> torch.Tensor:
+        size = (self.config.hr_size, self.config.hr_size)
+        return F.interpolate(lr, size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+class ElsewhereCodec(ThumbnailCodec):
+    """A ThumbnailCodec that lives on another device (its buffer is on "meta") and records where it is moved
+    instead of moving (its work runs on the CPU whatever it is told)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("anchor", torch.empty(0, device="meta"))
+        self.moves: list[torch.device] = []
+
+    def to(self, device: torch.device | str) -> ElsewhereCodec:  # type: ignore[override]
+        self.moves.append(torch.device(device))
+        return self
 
 
 class CosineArcFace:
@@ -100,6 +144,8 @@ def test_csv_has_one_row_per_image_and_method(full_run) -> None:
         assert int(row["bytes"]) > 0 and float(row["bpp"]) == pytest.approx(8 * int(row["bytes"]) / (32 * 32))
         for column in ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "identity", "arcface"):
             assert math.isfinite(float(row[column])), (row["method"], column)
+        for column in ("lr_psnr", "lr_ssim"):  # only a method that stores an LR has them
+            assert (row[column] != "") == (row["method"] in LR_METHODS), (row["method"], column)
         assert (row["quality"] != "") == row["method"].startswith(("jpeg", "webp"))
         assert (row["target_bytes"] != "") == row["method"].endswith("_matched")
 
@@ -129,6 +175,60 @@ def test_summary_json_is_strict_json_with_every_method(full_run) -> None:
     assert {"grain", "matched", "psnr/ssim", "lpips"} <= set(stored["protocol"])
     assert stored["versions"]["pillow"] and stored["versions"]["libjpeg"] and stored["versions"]["torch"]
     assert stored["settings"]["hr_size"] == 32 and stored["settings"]["lr_size"] == 8
+
+
+def test_lr_fidelity_of_every_method_that_stores_an_lr(full_run, model, image_folder) -> None:
+    summary, output_dir, header, rows = full_run
+    assert {"lr_psnr", "lr_ssim"} <= set(header)
+    for name in CROPS:
+        hr = hr_of(image_folder, name)
+        reference = reference_thumbnail(hr, 8)
+        by_method = {row["method"]: row for row in rows if row["file"] == name}
+        # bicubic's LR is the reference thumbnail itself: the cap
+        assert float(by_method["bicubic"]["lr_psnr"]) == PSNR_CAP_DB
+        assert float(by_method["bicubic"]["lr_ssim"]) == pytest.approx(1.0, abs=1e-5)
+        for method in ("grain", "bilinear"):
+            stem = Path(name).with_suffix("")
+            stored_lr = decode_image_bytes((output_dir / "payloads" / method / stem).with_suffix(".png").read_bytes())
+            expected = ImageQualityMetrics(lpips=False)(from_uint8(stored_lr)[None], from_uint8(reference)[None])
+            assert float(by_method[method]["lr_psnr"]) == pytest.approx(float(expected["psnr"]), rel=1e-6)
+            assert float(by_method[method]["lr_ssim"]) == pytest.approx(float(expected["ssim"]), rel=1e-5, abs=1e-6)
+            assert float(by_method[method]["lr_psnr"]) < PSNR_CAP_DB
+    for method, entry in summary["methods"].items():
+        values = [float(row["lr_psnr"]) for row in rows if row["method"] == method and row["lr_psnr"] != ""]
+        if method in LR_METHODS:
+            assert entry["lr_psnr"] == pytest.approx(np.mean(values)) and entry["lr_ssim"] is not None
+        else:
+            assert values == [] and entry["lr_psnr"] is None and entry["lr_ssim"] is None
+    assert "lr_psnr/lr_ssim" in summary["protocol"]
+
+
+def test_printed_table_shows_lr_fidelity(full_run) -> None:
+    summary, _, _, _ = full_run
+    header, *lines = format_summary(summary).splitlines()
+    assert header.split() == ["method", "bytes", "bpp", "psnr", "ssim", "psnr_y", "lpips", "identity", "lr_psnr",
+                              "lr_ssim"]
+    cells = {line.split()[0]: line.split()[1:] for line in lines}
+    assert list(cells) == list(DEFAULT_METHODS)
+    assert cells["bicubic"][-2] == f"{PSNR_CAP_DB:.2f}"
+    assert cells["grain"][-2] == f"{summary['methods']['grain']['lr_psnr']:.2f}"
+    assert cells["jpeg_q40"][-2:] == ["-", "-"]
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_an_lr_equal_to_the_reference_thumbnail_scores_the_cap(shift, image_folder, tmp_path) -> None:
+    summary = evaluate_folder(ThumbnailCodec(shift), image_folder, tmp_path / "run", methods=["grain", "bicubic"],
+                              perceptual=MeanAbsoluteDistance())
+    rows = list(csv.DictReader((tmp_path / "run" / "per_image.csv").open()))
+    grain_psnr = [float(row["lr_psnr"]) for row in rows if row["method"] == "grain"]
+    assert len(grain_psnr) == len(CROPS)
+    if shift == 0:
+        assert grain_psnr == [PSNR_CAP_DB] * len(CROPS)
+        assert summary["methods"]["grain"]["lr_ssim"] == pytest.approx(1.0, abs=1e-5)
+    else:  # one pixel off: still a picture, no longer the thumbnail
+        assert all(value < 40 for value in grain_psnr)
+        assert summary["methods"]["grain"]["lr_ssim"] < summary["methods"]["bicubic"]["lr_ssim"] - 0.05
+    assert summary["methods"]["bicubic"]["lr_psnr"] == PSNR_CAP_DB
 
 
 def test_rd_plot_is_a_png(full_run) -> None:
@@ -198,6 +298,46 @@ def test_scores_follow_image_quality_metrics(perceptual) -> None:
         assert score["lpips"] == pytest.approx(float(perceptual(from_uint8(output)[None], from_uint8(target)[None])),
                                                rel=1e-4, abs=1e-6)
         assert score["identity"] is None and score["arcface"] is None
+
+
+# ----- the caller's model -----
+
+
+def test_the_model_comes_back_in_the_modes_it_had(image_folder, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = GrainModule(network="tiny-32-lr8").train()
+    model.grain.encoder.eval()  # e.g. a stage keeps its frozen parts in eval while it trains
+    modes = {name: module.training for name, module in model.named_modules()}
+    evaluate_folder(model, image_folder, tmp_path / "train", methods=["grain"], limit=1,
+                    perceptual=MeanAbsoluteDistance())
+    assert {name: module.training for name, module in model.named_modules()} == modes
+
+    model.eval()
+    evaluate_folder(model, image_folder, tmp_path / "eval", methods=["grain"], limit=1,
+                    perceptual=MeanAbsoluteDistance())
+    assert not any(module.training for module in model.modules())
+
+
+def test_the_model_comes_back_on_its_own_device(image_folder, tmp_path) -> None:
+    model = ElsewhereCodec()
+    summary = evaluate_folder(model, image_folder, tmp_path / "run", methods=["grain"], limit=1, device="cpu",
+                              perceptual=MeanAbsoluteDistance())
+    assert model.moves == [torch.device("cpu"), torch.device("meta")]  # evaluated on the CPU, then sent home
+    assert summary["settings"]["device"] == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_real_model_comes_back_on_its_own_device(image_folder, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = GrainModule(network="tiny-32-lr8")
+    parameters = list(model.parameters())
+    for home, device in (("cpu", "cuda"), ("cuda", "cpu")):
+        model.to(home)
+        summary = evaluate_folder(model, image_folder, tmp_path / f"{home}-on-{device}", methods=["grain"], limit=1,
+                                  device=device, perceptual=MeanAbsoluteDistance())
+        assert summary["settings"]["device"] == device
+        assert {parameter.device.type for parameter in model.parameters()} == {home}
+        assert all(a is b for a, b in zip(parameters, model.parameters()))  # moved in place, as nn.Module.to does
 
 
 # ----- arguments -----

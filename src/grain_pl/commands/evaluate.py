@@ -1,4 +1,4 @@
-"""`grain evaluate`: GRAIN and the baselines on a test folder (the protocol: `grain_pl.evaluation`).
+"""`grain evaluate`: GRAIN and the baselines on a test folder (the protocol: docs/evaluation.md).
 
     grain evaluate data/test --model grain.safetensors -o runs/eval
     grain evaluate data/test --model stage4.ckpt --prior ffhq.pt -o runs/eval --identity-weights model_ir_se50.pth
@@ -24,7 +24,8 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
     parser = subparsers.add_parser(
         "evaluate", help="GRAIN vs. bilinear/bicubic/JPEG/WebP on a test folder: per-image CSV, summary, R-D plot",
         description="Evaluate GRAIN through the real 8-bit PNG round trip, and the baselines, on every image of "
-                    "FOLDER; writes per_image.csv, summary.json and rd_plot.png into OUTDIR.")
+                    "FOLDER (HR metrics, and the stored LR against the HR's bicubic thumbnail); writes "
+                    "per_image.csv, summary.json and rd_plot.png into OUTDIR. The protocol: docs/evaluation.md.")
     parser.add_argument("folder", metavar="FOLDER", help="test images (searched recursively)")
     parser.add_argument("--model", metavar="CKPT", help="grain_pl model file (.safetensors) or stage .ckpt; "
                         "leave out to run the baselines alone (then give --hr-size and --lr-size)")

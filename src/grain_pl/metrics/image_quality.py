@@ -15,6 +15,9 @@ clamped to [-1, 1] first, because that is what a saved image can hold. The luma 
     {'val/lpips': 0.054, 'val/psnr': 20.0, 'val/ssim': 0.984}
     >>> sorted(ImageQualityMetrics(lpips=False, y_channel=True, prefix="val/").keys())
     ['val/psnr', 'val/psnr_y', 'val/ssim', 'val/ssim_y']
+
+`capped_psnr` is the per-image PSNR of `grain evaluate` (capped at PSNR_CAP_DB, so identical images score a
+finite number).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import torch
 from kornia.color import rgb_to_ycbcr
 from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics.functional.image import peak_signal_noise_ratio
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from grain_pl.io.images import from_uint8, to_uint8
@@ -31,6 +35,9 @@ from grain_pl.losses.perceptual import PerceptualLoss
 from grain_pl.weights.io import PathLike
 
 METRIC_NAMES = ("psnr", "ssim", "lpips", "psnr_y", "ssim_y")
+# Identical images have an infinite PSNR; capped, means stay finite and JSON stays standard. 100 dB is far above any
+# lossy result (a one-level error in 60 samples of a 1024 x 1024 image is ~95 dB).
+PSNR_CAP_DB = 100.0
 
 # PSNR per image over (C, H, W), then the mean over images: the number SR papers report. torchmetrics' default
 # (dim=None) would instead give the PSNR of the dataset-wide MSE, which weights good images less.
@@ -48,6 +55,12 @@ def quantize_like_png(image: torch.Tensor) -> torch.Tensor:
 def to_unit_range(image: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1], clamped, in float32 (metrics in bf16 would lose the last bits of PSNR)."""
     return ((image.float() + 1) / 2).clamp(0, 1)
+
+
+def capped_psnr(output_unit: torch.Tensor, target_unit: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (B,) of (B, C, H, W) images in [0, 1], data range 1, capped at PSNR_CAP_DB."""
+    psnr = peak_signal_noise_ratio(output_unit, target_unit, data_range=1.0, dim=(1, 2, 3), reduction="none")
+    return psnr.clamp(max=PSNR_CAP_DB)
 
 
 def luma(image_unit: torch.Tensor) -> torch.Tensor:

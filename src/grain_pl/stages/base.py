@@ -33,6 +33,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from grain_pl.io.images import to_uint8
 from grain_pl.losses import LossWeights, PerceptualLoss, weighted_sum
 from grain_pl.losses.adversarial import (
     discriminator_adversarial_loss,
@@ -43,6 +44,7 @@ from grain_pl.losses.adversarial import (
 from grain_pl.losses.identity import IdentityLoss
 from grain_pl.losses.reconstruction import LRGuidanceLoss, downsample, pixel_loss
 from grain_pl.metrics.image_quality import ImageQualityMetrics, quantize_like_png
+from grain_pl.metrics.lr_fidelity import lr_fidelity
 from grain_pl.networks import GRAIN, GrainConfig, GrainOutput, get_preset
 from grain_pl.networks.patch_discriminator import PatchDiscriminator
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator
@@ -305,6 +307,10 @@ class GrainStage(IterationLimit):
         _, logs = self.generator_losses(out, hr, with_adversarial=False)
         self.log_dict({f"val/{name}": value for name, value in logs.items()}, batch_size=hr.shape[0], sync_dist=True)
         self.val_metrics.update(quantize_like_png(image), hr)
+        # Is the LR, as its PNG holds it, still a thumbnail? grain evaluate's lr_psnr / lr_ssim, averaged per image.
+        lr_values = lr_fidelity(to_uint8(out.lr), to_uint8(hr))
+        self.log_dict({f"val/{name}": value.mean() for name, value in lr_values.items() if value is not None},
+                      batch_size=hr.shape[0], sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
