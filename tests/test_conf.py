@@ -1,5 +1,6 @@
 """Every file in conf/ is valid: class paths import, keys are real arguments, and each stage config
-instantiates (with the tiny overlay, since the paper presets need weight files that tests cannot have)."""
+instantiates (with the tiny overlay, since the paper presets need weight files that tests cannot have), with
+its sample grids and a logger that GRAIN_PL_NO_WANDB turns into CSV files."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import inspect
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from pytorch_lightning.loggers import CSVLogger
 
 from grain_pl.commands import lightning_cli
+from grain_pl.training import GrainWandbLogger, LogImageGrid
+from grain_pl.training.image_logger import image_grid
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STAGE_FILES = ["prior", "stage1", "stage2", "stage3", "final"]
@@ -51,6 +56,7 @@ def test_class_paths_and_arguments_exist(path):
 def test_stage_configs_instantiate(stage, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("GRAIN_PL_NO_WANDB", "1")
     prior = tmp_path / "prior.pt"
     _tiny_prior(prior)
     args = ["--config", str(CONF / "trainer.yaml"), "--config", str(CONF / "stages" / f"{stage}.yaml"), "--config",
@@ -67,6 +73,33 @@ def test_stage_configs_instantiate(stage, tmp_path, monkeypatch):
     if stage != "prior":
         assert cli.model.loss_weights.identity == 0.0
         assert cli.model.loss_weights.pixel == 1.0 and cli.model.loss_weights.lpips == 0.8
+
+    # Every stage draws sample grids, the prior included: its sample_images(batch) fits LogImageGrid.
+    (grids,) = [callback for callback in cli.trainer.callbacks if isinstance(callback, LogImageGrid)]
+    grids.setup(cli.trainer, cli.model, "fit")
+    if stage == "prior":
+        batch = {"hr": torch.zeros(3, 3, 32, 32)}
+        assert image_grid(cli.model.sample_images(batch), grids.max_images).shape == (3, 3 * 34 + 2, 2 * 34 + 2)
+
+    # GRAIN_PL_NO_WANDB=1: the stage's logger writes CSV files, no W&B.
+    assert type(cli.trainer.logger) is CSVLogger
+    assert Path(cli.trainer.logger.log_dir) == Path("runs", stage, stage, "version_0")
+    assert not (tmp_path / "runs" / stage / "wandb").exists()
+
+
+@pytest.mark.parametrize("no_wandb", ["", "1"])
+def test_the_shared_trainer_logger_follows_grain_pl_no_wandb(no_wandb, tmp_path, monkeypatch, isolated_wandb):
+    """conf/trainer.yaml's logger on its own (no stage file overrides it): offline W&B, or CSV under the switch."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRAIN_PL_NO_WANDB", no_wandb)
+    cli = lightning_cli(["--config", str(CONF / "trainer.yaml"), "--config", str(CONF / "data" / "cat_256.yaml"),
+                         "--model", "grain_pl.stages.Stage1", "--model.init_args.network", "tiny-32-lr8",
+                         "--model.init_args.loss_weights.identity", "0"], run=False)
+    logger = cli.trainer.logger
+    if no_wandb:
+        assert type(logger) is CSVLogger and Path(logger.log_dir) == Path("runs", "grain_pl", "version_0")
+    else:
+        assert isinstance(logger, GrainWandbLogger) and logger.is_offline and logger.save_dir == "runs"
 
 
 def _tiny_prior(path: Path) -> None:

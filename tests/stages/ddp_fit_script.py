@@ -1,4 +1,5 @@
-"""A real multi-process DDP fit of one tiny GRAIN stage on the CPU (gloo), for tests/stages/test_ddp.py.
+"""A real multi-process DDP fit of one tiny GRAIN stage (or the prior stage) on the CPU (gloo), for
+tests/stages/test_ddp.py.
 
 Run as a script (never imported by pytest): Lightning's DDP launcher starts the other ranks by re-running this
 file with the same arguments, which keeps the pytest process itself out of forking and spawning. Every rank
@@ -20,7 +21,7 @@ import torch
 
 from grain_pl.data import GrainDataModule
 from grain_pl.losses import LossWeights
-from grain_pl.stages import FinalStage, Stage1, Stage2, Stage3
+from grain_pl.stages import FinalStage, PriorStage, Stage1, Stage2, Stage3
 from grain_pl.stages.base import GrainStage
 
 PRESET = "tiny-32-lr8"
@@ -51,7 +52,7 @@ class TrainingRecord(pl.Callback):
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=sorted(STAGES), required=True)
+    parser.add_argument("--stage", choices=[*sorted(STAGES), "prior"], required=True)
     parser.add_argument("--image-dir", required=True)
     parser.add_argument("--prior", default=None, help="StyleGAN2 prior file (every stage but stage1)")
     parser.add_argument("--out-dir", required=True)
@@ -69,7 +70,7 @@ def parse_arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def trained_parameter_names(stage: GrainStage) -> list[str]:
+def trained_parameter_names(stage: pl.LightningModule) -> list[str]:
     return [name for name, parameter in stage.named_parameters() if parameter.requires_grad]
 
 
@@ -77,11 +78,16 @@ def main() -> None:
     arguments = parse_arguments()
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's at wrap time).
     pl.seed_everything(0, workers=True)
-    weights = LossWeights(identity=0.0, lr=0.1 if arguments.stage in ("stage1", "final") else 0.0)
-    stage = STAGES[arguments.stage](
-        network=PRESET, prior_path=arguments.prior, loss_weights=weights, d_every=arguments.d_every,
-        r1_every=arguments.r1_every, r1_gamma=arguments.r1_gamma, max_iterations=arguments.max_iterations,
-        checkpointing=arguments.checkpointing, metrics_lpips=False)
+    if arguments.stage == "prior":  # a tiny StyleGAN2 at the images' 32x32 (d_every does not apply: D every step)
+        stage = PriorStage(size=32, style_dim=32, n_mlp=2, channel_max=16, r1_every=arguments.r1_every,
+                           r1_gamma=10.0 if arguments.r1_gamma is None else arguments.r1_gamma,
+                           max_iterations=arguments.max_iterations)
+    else:
+        weights = LossWeights(identity=0.0, lr=0.1 if arguments.stage in ("stage1", "final") else 0.0)
+        stage = STAGES[arguments.stage](
+            network=PRESET, prior_path=arguments.prior, loss_weights=weights, d_every=arguments.d_every,
+            r1_every=arguments.r1_every, r1_gamma=arguments.r1_gamma, max_iterations=arguments.max_iterations,
+            checkpointing=arguments.checkpointing, metrics_lpips=False)
     names = trained_parameter_names(stage)
     parameters = dict(stage.named_parameters())
     initial = {name: parameters[name].detach().clone() for name in names}
@@ -105,7 +111,7 @@ def main() -> None:
         "final": {name: parameters[name].detach().cpu().clone() for name in names},
         "discriminator_buffers": {name: value.cpu() for name, value in buffers.items()},
         "iteration": stage.iteration,
-        "discriminator_steps": stage.discriminator_steps,
+        "discriminator_steps": getattr(stage, "discriminator_steps", None),  # PriorStage: one D step an iteration
         "fingerprints": record.fingerprints,
         "optimizer_steps": record.optimizer_steps,
         "world_size": trainer.world_size,

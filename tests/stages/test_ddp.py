@@ -1,6 +1,6 @@
-"""Real 2-process DDP fits (CPU, gloo) of the GAN stages with strategy="ddp_find_unused_parameters_true": the
-ranks train on different images and end with the same weights, the discriminator / R1 schedule is the same on
-every rank, plain strategy="ddp" is refused up front.
+"""Real 2-process DDP fits (CPU, gloo) of the GAN stages (GRAIN's and the prior's) with
+strategy="ddp_find_unused_parameters_true": the ranks train on different images and end with the same weights,
+the discriminator / R1 schedule is the same on every rank, plain strategy="ddp" is refused up front.
 
 Each fit runs `ddp_fit_script.py` in a subprocess (its own session, killed as a group on timeout), so pytest
 itself never forks or spawns ranks, and a hang fails the test instead of blocking the suite.
@@ -103,10 +103,28 @@ def test_ddp_fit_keeps_both_ranks_identical(stage_name, image_dir, prior_file, t
         assert changed == set(rank0["final"])  # stage 1: every trained tensor moved
 
 
-def test_plain_ddp_is_refused_at_fit_start_on_every_rank(image_dir, tmp_path):
-    completed = run_fit_script(["--stage", "stage1", "--image-dir", str(image_dir), "--strategy", "ddp"], tmp_path)
+def test_prior_ddp_fit_keeps_both_ranks_identical(image_dir, tmp_path):
+    completed = run_fit_script(["--stage", "prior", "--image-dir", str(image_dir), "--max-iterations", "4",
+                                "--r1-every", "2"], tmp_path)
+    assert completed.returncode == 0, completed.stdout[-6000:]
+    rank0, rank1 = load_ranks(tmp_path)
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    assert rank0["fingerprints"] != rank1["fingerprints"]
+    # rosinality's R1 schedule (iterations 0 and 2) on both ranks: D + R1 + G, D + G, D + R1 + G, D + G
+    assert rank0["optimizer_steps"] == rank1["optimizer_steps"] == [3, 5, 8, 10]
+    assert rank0["iteration"] == rank1["iteration"] == 4
+    different = [name for name in rank0["final"] if not torch.equal(rank0["final"][name], rank1["final"][name])]
+    assert not different, f"parameters differ between the ranks: {different[:10]}"
+    changed = changed_names(rank0)
+    assert any(name.startswith("generator.") for name in changed)
+    assert any(name.startswith("discriminator.") for name in changed)
+
+
+@pytest.mark.parametrize(("stage_name", "class_name"), [("stage1", "Stage1"), ("prior", "PriorStage")])
+def test_plain_ddp_is_refused_at_fit_start_on_every_rank(stage_name, class_name, image_dir, tmp_path):
+    completed = run_fit_script(["--stage", stage_name, "--image-dir", str(image_dir), "--strategy", "ddp"], tmp_path)
     assert completed.returncode != 0
-    message = "Stage1 under DDP needs strategy='ddp_find_unused_parameters_true'"
+    message = f"{class_name} under DDP needs strategy='ddp_find_unused_parameters_true'"
     assert message in completed.stdout, completed.stdout[-6000:]
     assert not list(tmp_path.glob("rank*.pt"))  # nothing trained
 

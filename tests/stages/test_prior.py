@@ -1,18 +1,23 @@
-"""PriorStage: a tiny StyleGAN2 trains on random images, regularizes, keeps an EMA, resumes and exports."""
+"""PriorStage: a tiny StyleGAN2 trains on random images, regularizes, keeps an EMA, resumes, exports, and logs
+sample grids through LogImageGrid as the other stages do."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
 from grain_pl.stages.prior import PriorStage, ema_decay, lazy_regularization_ratio
+from grain_pl.training import LogImageGrid
+from grain_pl.training.image_logger import GRID_PADDING, first_samples, image_grid
 from grain_pl.weights.stylegan2_rosinality import load_stylegan2_prior
 
 SIZE = 32
@@ -52,9 +57,10 @@ class CountingPriorStage(PriorStage):
         self.r1_iterations: list[int] = []
         self.logged: list[dict[str, float]] = []
 
-    def _r1_step(self, real, optimizer):
-        self.r1_iterations.append(self.iteration)
-        return super()._r1_step(real, optimizer)
+    def discriminator_step(self, real, optimizer, with_r1):
+        if with_r1:
+            self.r1_iterations.append(self.iteration)
+        return super().discriminator_step(real, optimizer, with_r1)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.logged.append({key: float(value) for key, value in self.trainer.callback_metrics.items()})
@@ -85,8 +91,7 @@ def test_rosinality_constants():
 def test_fit_trains_regularizes_and_exports(tmp_path):
     export_path = tmp_path / "prior" / "stylegan2-tiny.pt"
     stage = CountingPriorStage(**TINY, r1_every=2, path_length_every=3, ema_half_life_images=8.0,
-                               max_iterations=6, export_path=str(export_path), sample_every_n_steps=3,
-                               num_samples=4)
+                               max_iterations=6, export_path=str(export_path))
     generator_before = flat(stage.generator)
     discriminator_before = flat(stage.discriminator)
     # 4 batches an epoch, 3 epochs allowed: max_iterations stops it at 6.
@@ -117,10 +122,6 @@ def test_fit_trains_regularizes_and_exports(tmp_path):
     assert (ema - generator_after).norm() < (generator_before - generator_after).norm()
     assert not stage.generator_ema.training
 
-    # Fixed-z sample grids, no logger: PNGs under log_dir/samples.
-    assert sorted(path.name for path in (tmp_path / "samples").iterdir()) == ["step_000003.png",
-                                                                              "step_000006.png"]
-
     # The exported file is a rosinality prior that loads into the same EMA generator.
     generator, discriminator, latent_avg = load_stylegan2_prior(export_path)
     assert (generator.size, generator.style_dim, generator.n_mlp, generator.channel_max) == (SIZE, 32, 2, 16)
@@ -139,7 +140,7 @@ def test_fit_trains_regularizes_and_exports(tmp_path):
 def test_existing_export_fails_before_any_step(tmp_path):
     export_path = tmp_path / "prior.pt"
     export_path.write_bytes(b"an earlier prior")
-    stage = PriorStage(**TINY, export_path=str(export_path), sample_every_n_steps=0)
+    stage = PriorStage(**TINY, export_path=str(export_path))
     discriminator_before = flat(stage.discriminator)
     with pytest.raises(FileExistsError, match="overwrite_export"):
         trainer(tmp_path, max_steps=6).fit(stage, train_dataloaders=loader(2))
@@ -148,8 +149,7 @@ def test_existing_export_fails_before_any_step(tmp_path):
     assert export_path.read_bytes() == b"an earlier prior"
 
     # overwrite_export=True replaces it at the end of training.
-    stage = PriorStage(**TINY, export_path=str(export_path), overwrite_export=True, max_iterations=1,
-                       sample_every_n_steps=0)
+    stage = PriorStage(**TINY, export_path=str(export_path), overwrite_export=True, max_iterations=1)
     trainer(tmp_path, max_epochs=1).fit(stage, train_dataloaders=loader(2))
     assert stage.iteration == 1
     load_stylegan2_prior(export_path)
@@ -157,7 +157,7 @@ def test_existing_export_fails_before_any_step(tmp_path):
 
 def test_resume_continues_iterations_and_optimizer_state(tmp_path):
     checkpoints = tmp_path / "checkpoints"
-    settings = dict(**TINY, r1_every=2, sample_every_n_steps=0)
+    settings = dict(**TINY, r1_every=2)
 
     first = PriorStage(**settings)
     trainer(tmp_path, max_epochs=1, enable_checkpointing=True,
@@ -178,26 +178,38 @@ def test_resume_continues_iterations_and_optimizer_state(tmp_path):
     assert not torch.equal(flat(resumed.generator_ema), flat(resumed.generator))
 
 
-class ImageLoggingCSVLogger(CSVLogger):
-    """A logger with WandbLogger's `log_image` method, recording the calls."""
+def test_sample_images_fit_log_image_grid():
+    """LogImageGrid's convention: sample_images(batch) -> {column: (B, 3, H, W)}; the fakes come from a fixed z."""
+    stage = PriorStage(**TINY)
+    batch = next(iter(loader(1, batch_size=3)))
+    images = stage.sample_images(batch)
+    assert list(images) == ["hr", "generator_ema"]
+    assert images["hr"] is batch["hr"] and images["generator_ema"].shape == (3, 3, SIZE, SIZE)
+    other_batch = {"hr": torch.zeros_like(batch["hr"])}
+    torch.testing.assert_close(stage.sample_images(other_batch)["generator_ema"], images["generator_ema"],
+                               rtol=0, atol=0)
+    with torch.no_grad():  # another EMA generator gives other samples
+        for parameter in stage.generator_ema.parameters():
+            parameter.add_(0.1)
+    assert not torch.equal(stage.sample_images(batch)["generator_ema"], images["generator_ema"])
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.images: list[tuple[str, torch.Tensor, int | None]] = []
 
-    def log_image(self, key: str, images: list, step: int | None = None, **kwargs) -> None:
-        self.images += [(key, image, step) for image in images]
-
-
-def test_validation_logs_fixed_samples_through_log_image(tmp_path):
-    stage = PriorStage(**TINY, num_samples=4, sample_every_n_steps=0, max_iterations=2)
-    logger = ImageLoggingCSVLogger(tmp_path)
-    trainer(tmp_path, logger=logger, max_epochs=1, val_check_interval=1,
+def test_log_image_grid_writes_prior_sample_grids(tmp_path):
+    stage = PriorStage(**TINY, max_iterations=2)
+    grids = LogImageGrid(every_n_steps=3, max_images=2)  # 3 optimizer steps an iteration: D, R1 at 0, G
+    trainer(tmp_path, logger=CSVLogger(tmp_path), callbacks=[grids], max_epochs=1, val_check_interval=2,
             num_sanity_val_steps=1).fit(stage, loader(2), loader(1))
-    # One grid per validation (after each of the 2 iterations), none for the sanity check; fixed z.
-    assert [(key, step) for key, _, step in logger.images] == [("samples", 1), ("samples", 2)]
-    grid = logger.images[0][1]
-    assert grid.shape[0] == 3 and grid.min() >= 0 and grid.max() <= 1
+    # global_step 3 after iteration 0 (D, R1, G), 5 after iteration 1 (D, G); one validation at the end.
+    assert [path.name for path in grids.saved_paths] == ["train_step0000003.png", "val_step0000005.png"]
+    assert all(path.parent == tmp_path / "lightning_logs" / "version_0" / "samples" for path in grids.saved_paths)
+    tile = SIZE + GRID_PADDING
+    for path in grids.saved_paths:
+        with Image.open(path) as grid:  # 2 rows (max_images) x 2 columns (hr | generator_ema)
+            assert grid.size == (2 * tile + GRID_PADDING, 2 * tile + GRID_PADDING)
+    # The validation grid was the last thing drawn: it is the trained stage's real | fixed-z sample pairs.
+    val_batch = first_samples(next(iter(loader(1))), 2)
+    expected = image_grid(stage.sample_images(val_batch), max_images=2).mul(255).round()
+    with Image.open(grids.saved_paths[-1]) as grid:
+        pixels = torch.from_numpy(np.array(grid.convert("RGB"))).permute(2, 0, 1).float()
+    assert (pixels - expected).abs().max() <= 1  # 8-bit rounding: round() vs torchvision's +0.5
     assert "val/real_score" in stage.trainer.callback_metrics
-    torch.testing.assert_close(stage.sample_images(), stage.sample_images())
-    assert not (tmp_path / "samples").exists()

@@ -1,4 +1,5 @@
-"""make_logger / GrainWandbLogger: offline W&B by default, CSV fallback, online only when asked (never exercised)."""
+"""GrainLogger / make_logger / GrainWandbLogger: offline W&B by default, CSV under GRAIN_PL_NO_WANDB=1 (also from a
+LightningCLI YAML), online only when asked (never exercised)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 from pytorch_lightning.loggers import CSVLogger
 
-from grain_pl.training.loggers import GrainWandbLogger, make_logger
+from grain_pl.training.loggers import GrainLogger, GrainWandbLogger, make_logger
 
 pytestmark = pytest.mark.usefixtures("isolated_wandb")
 
@@ -63,19 +64,47 @@ def test_csv_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert isinstance(make_logger(save_dir=str(tmp_path)), GrainWandbLogger)
 
 
-def test_lightning_cli_yaml_can_name_it(tmp_path: Path) -> None:
+def test_grain_logger_is_wandb_unless_switched_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    logger = GrainLogger(name="unit", save_dir=str(tmp_path), offline=False, tags=["a"])
+    assert isinstance(logger, GrainWandbLogger) and logger.mode == "online"
+    assert logger.name == "grain_pl" and logger.save_dir == str(tmp_path)
+
+    monkeypatch.setenv("GRAIN_PL_NO_WANDB", "yes")
+    logger = GrainLogger(name="unit", save_dir=str(tmp_path), offline=False, tags=["a"])  # W&B arguments ignored
+    assert type(logger) is CSVLogger and Path(logger.log_dir) == tmp_path / "unit" / "version_0"
+    # no name: the project's folder, where W&B puts its checkpoint and sample folders
+    assert Path(GrainLogger(save_dir=str(tmp_path)).log_dir) == tmp_path / "grain_pl" / "version_0"
+    import wandb
+
+    assert wandb.run is None and not (tmp_path / "wandb").exists()
+
+
+def instantiate_logger(class_path: str, tmp_path: Path):
     from jsonargparse import ArgumentParser
     from pytorch_lightning.loggers import Logger
 
     parser = ArgumentParser()
     parser.add_argument("--logger", type=Logger)
     config = parser.parse_args([
-        "--logger.class_path=grain_pl.training.loggers.GrainWandbLogger",
+        f"--logger.class_path={class_path}",
         "--logger.init_args.name=from_yaml",
         f"--logger.init_args.save_dir={tmp_path}",
+        "--logger.init_args.offline=true",
     ])
     # jsonargparse >= 4.49 renamed instantiate_classes to instantiate
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
-    logger = instantiate(config).logger
+    return instantiate(config).logger
+
+
+def test_lightning_cli_yaml_can_name_it(tmp_path: Path) -> None:
+    logger = instantiate_logger("grain_pl.training.loggers.GrainWandbLogger", tmp_path)
     assert isinstance(logger, GrainWandbLogger)
     assert logger.mode == "offline" and logger.name == "grain_pl" and logger.save_dir == str(tmp_path)
+
+
+def test_lightning_cli_yaml_grain_logger_follows_the_switch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    logger = instantiate_logger("grain_pl.training.GrainLogger", tmp_path)
+    assert isinstance(logger, GrainWandbLogger) and logger.mode == "offline"
+    monkeypatch.setenv("GRAIN_PL_NO_WANDB", "1")
+    logger = instantiate_logger("grain_pl.training.GrainLogger", tmp_path)
+    assert type(logger) is CSVLogger and Path(logger.log_dir) == tmp_path / "from_yaml" / "version_0"

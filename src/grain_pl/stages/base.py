@@ -11,9 +11,9 @@ only decides which parts train, what its output image is, and which losses and d
 | final  | encoder, decoder, latent_codes, fusion   | `hr_out`      | logistic, StyleGAN2 D    | 3       |
 
 The StyleGAN2 generator is always frozen. Frozen parts run under `no_grad`, have `requires_grad=False` and stay
-in eval mode. Optimization is manual: a discriminator step every `d_every` iterations (at the start of the
-iteration, as the official code), lazy R1 every `r1_every` discriminator steps (with the gradients zeroed
-first: the official code forgets), then the generator-side step.
+in eval mode. Optimization is manual (the loop PriorStage shares, `stages/gan_loop.py`): a discriminator step
+every `d_every` iterations (at the start of the iteration, as the official code), lazy R1 every `r1_every`
+discriminator steps (with the gradients zeroed first: the official code forgets), then the generator-side step.
 
 Two ideas kept apart: the `InitFromStage` callback starts a stage from the previous stage's checkpoint (the
 parts it inherits, strictly, logged and recorded in the hyper-parameters); Lightning's `ckpt_path` resumes the
@@ -31,16 +31,10 @@ from typing import ClassVar, Literal
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from grain_pl.io.images import to_uint8
 from grain_pl.losses import LossWeights, PerceptualLoss, weighted_sum
-from grain_pl.losses.adversarial import (
-    discriminator_adversarial_loss,
-    discriminator_r1,
-    generator_adversarial_loss,
-    lazy_r1_weight,
-)
+from grain_pl.losses.adversarial import generator_adversarial_loss
 from grain_pl.losses.identity import IdentityLoss
 from grain_pl.losses.reconstruction import LRGuidanceLoss, downsample, pixel_loss
 from grain_pl.metrics.image_quality import ImageQualityMetrics, quantize_like_png
@@ -48,7 +42,7 @@ from grain_pl.metrics.lr_fidelity import lr_fidelity
 from grain_pl.networks import GRAIN, GrainConfig, GrainOutput, get_preset
 from grain_pl.networks.patch_discriminator import PatchDiscriminator
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator
-from grain_pl.stages.iterations import IterationLimit
+from grain_pl.stages.gan_loop import GanLoop
 from grain_pl.training.optim import build_optimizer
 from grain_pl.weights.grain_checkpoint import load_prior_into, save_grain
 from grain_pl.weights.io import CheckpointError, check_state_dict, read_checkpoint, read_safetensors_checkpoint
@@ -81,7 +75,7 @@ def read_stage_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return {key: value for key, value in checkpoint["state_dict"].items() if key.startswith("grain.")}
 
 
-class GrainStage(IterationLimit):
+class GrainStage(GanLoop):
     trainable_parts: ClassVar[tuple[str, ...]] = ()
     inherited_parts: ClassVar[tuple[str, ...]] = ()
     output_name: ClassVar[str] = "hr_out"
@@ -221,6 +215,9 @@ class GrainStage(IterationLimit):
         return getattr(out, self.output_name)
 
     # ----- losses -----
+    def discriminator_fake(self, real: torch.Tensor) -> torch.Tensor:
+        return self.output_image(self.generate(real))
+
     def discriminator_input(self, image: torch.Tensor) -> torch.Tensor:
         if image.shape[-1] == self.adversarial_size:
             return image
@@ -254,41 +251,21 @@ class GrainStage(IterationLimit):
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         if self.discriminator is not None and self.iteration % self.d_every == 0:
-            self.discriminator_step(hr, optimizers[1])
+            self.discriminator_steps += 1
+            # official GRAIN: R1 on the r1_every-th, 2 * r1_every-th, ... discriminator step
+            with_r1 = self.r1_gamma > 0 and self.discriminator_steps % self.r1_every == 0
+            self.discriminator_step(hr, optimizers[1], with_r1=with_r1)
 
         optimizer = optimizers[0]
         self.toggle_optimizer(optimizer)
         out = self.generate(hr)
         total, logs = self.generator_losses(out, hr)
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(total)
-        optimizer.step()
+        self.optimizer_update(optimizer, total)
         self.untoggle_optimizer(optimizer)
         self.iteration += 1
         self.log_dict({f"train/{name}": value for name, value in logs.items()}, prog_bar=False,
                       batch_size=hr.shape[0], sync_dist=False)
         self.log("train/loss", logs["total"], prog_bar=True, batch_size=hr.shape[0])
-
-    def discriminator_step(self, hr: torch.Tensor, optimizer) -> None:
-        self.toggle_optimizer(optimizer)
-        with torch.no_grad():
-            fake = self.output_image(self.generate(hr))
-        real_input = self.discriminator_input(hr)
-        loss = discriminator_adversarial_loss(self.adversarial_kind, self.discriminator(real_input),
-                                              self.discriminator(self.discriminator_input(fake)))
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizer.step()
-        self.discriminator_steps += 1
-        logs = {"train/d_loss": loss.detach()}
-        if self.r1_gamma > 0 and self.discriminator_steps % self.r1_every == 0:
-            penalty, _ = discriminator_r1(self.discriminator, real_input)
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(penalty * lazy_r1_weight(self.r1_gamma, self.r1_every))
-            optimizer.step()
-            logs["train/r1"] = penalty.detach()
-        self.untoggle_optimizer(optimizer)
-        self.log_dict(logs, batch_size=hr.shape[0])
 
     def configure_optimizers(self):
         parameters = [p for name in self.trainable_parts for p in getattr(self.grain, name).parameters()
@@ -346,20 +323,10 @@ class GrainStage(IterationLimit):
         self.discriminator_steps = int(extra.get("discriminator_steps", 0))
 
     def on_fit_start(self) -> None:
-        self.check_ddp_finds_unused_parameters()
+        super().on_fit_start()  # refuses plain DDP
         if self.export_path and Path(self.export_path).exists():
             raise FileExistsError(f"{self.export_path}: the export file already exists; move it or choose "
                                   "another export_path (nothing was trained)")
-
-    def check_ddp_finds_unused_parameters(self) -> None:
-        """Plain DDP cannot train a stage: each backward reaches only the generator side or only the
-        discriminator (the other is toggled off) and R1 skips D's last bias, so DDP's reducer would wait for
-        gradients that never come. Fail at fit start, before any work, on every rank alike (no rank waits)."""
-        model = self.trainer.model
-        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
-            raise ValueError(f"{type(self).__name__} under DDP needs strategy='ddp_find_unused_parameters_true' "
-                             "(or DDPStrategy(find_unused_parameters=True)): each backward leaves some trainable "
-                             "parameters without a gradient (the GAN steps reach only G or only D)")
 
     def on_train_end(self) -> None:
         if self.export_path and self.trainer.is_global_zero:

@@ -8,8 +8,8 @@ so the later stages load either file the same way (`grain_pl.weights.stylegan2_r
 The recipe is rosinality's `train.py` (StyleGAN2 config-f without ADA):
 
 - non-saturating logistic loss for D and G; Adam with beta1 = 0, beta2 = 0.99, learning rate 0.002;
-- lazy R1 on real images every `r1_every` iterations (its own optimizer step, weight gamma / 2 * every), with
-  the gradients zeroed first (GRAIN's official training code forgets that zero_grad);
+- lazy R1 on real images at iterations 0, `r1_every`, 2 * `r1_every`, ... (its own optimizer step, weight
+  gamma / 2 * every, with the gradients zeroed first);
 - optional lazy path-length regularization every `path_length_every` iterations (rosinality: 4; off by
   default here);
 - the lazy-regularization correction of the optimizers: learning rate * c and betas ** c with
@@ -19,11 +19,13 @@ The recipe is rosinality's `train.py` (StyleGAN2 config-f without ADA):
   0.5 ** (32 / 10_000) per step at batch 32 becomes 0.5 ** (images_per_step / ema_half_life_images).
 
 Lightning notes:
-- Optimization is manual. `Trainer.max_steps` then counts *optimizer* steps (D, G, and every R1 / path-length
-  step), not iterations; this stage keeps its own `iteration` counter (saved in checkpoints) and stops at
-  `max_iterations` (rosinality's `--iter`) when that is set: leave `max_steps` at -1 then.
-- Multi-GPU: use `strategy="ddp_find_unused_parameters_true"`. Each backward only reaches one network (the
-  other is toggled off), which plain DDP (`find_unused_parameters=False`) cannot reduce.
+- The loop is the one GrainStage runs (`stages/gan_loop.py`): the discriminator step with lazy R1, its own
+  `iteration` counter (saved in checkpoints; `max_iterations` is rosinality's `--iter`, leave `max_steps` at
+  -1: it counts every D, G, R1 and path-length step) and the DDP check.
+- Multi-GPU: use `strategy="ddp_find_unused_parameters_true"`; plain DDP is refused at fit start (each
+  backward only reaches one network, the other is toggled off).
+- Sample grids: add the `LogImageGrid` callback (conf/stages/prior.yaml does); `sample_images(batch)` gives
+  the batch's real images next to `generator_ema` images of a fixed z.
 - Lightning's "Found N module(s) in eval mode" warning at fit start is expected: it is `generator_ema`, which
   only samples.
 - Precision: any. The lazy R1 and path-length passes always run in fp32 (autocast off): their gradients are
@@ -36,15 +38,15 @@ import argparse
 import copy
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
 
-from grain_pl.losses.adversarial import discriminator_r1, logistic_discriminator_loss, logistic_generator_loss
+from grain_pl.losses.adversarial import generator_adversarial_loss
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-from grain_pl.stages.iterations import IterationLimit
+from grain_pl.stages.gan_loop import GanLoop
 from grain_pl.weights.stylegan2_rosinality import LATENT_AVG_SAMPLES, LATENT_AVG_SEED, export_rosinality
 
 # Seed of the fixed z behind every sample grid, so grids from different steps (and runs) are comparable.
@@ -68,7 +70,7 @@ def ema_decay(images_per_step: int, half_life_images: float) -> float:
     return 0.5 ** (images_per_step / half_life_images)
 
 
-class PriorStage(IterationLimit):
+class PriorStage(GanLoop):
     """Trains a StyleGAN2 generator / discriminator pair and exports a rosinality-format prior.
 
     Args:
@@ -88,10 +90,10 @@ class PriorStage(IterationLimit):
             limits decide.
         export_path: where `on_train_end` writes the rosinality file; None: no export.
         overwrite_export: replace an existing `export_path`; without it an existing file fails at fit start.
-        sample_every_n_steps: log a grid of fixed-z `generator_ema` samples every this many iterations
-            (0: only at validation).
-        num_samples: images in that grid.
     """
+
+    adversarial_kind: ClassVar[str] = "logistic"
+    r1_keeps_every_parameter: ClassVar[bool] = True  # rosinality's 0 * D(real) term
 
     def __init__(
         self,
@@ -111,8 +113,6 @@ class PriorStage(IterationLimit):
         max_iterations: int | None = None,
         export_path: str | None = None,
         overwrite_export: bool = False,
-        sample_every_n_steps: int = 500,
-        num_samples: int = 8,
     ):
         super().__init__()
         if r1_every < 1:
@@ -125,12 +125,11 @@ class PriorStage(IterationLimit):
             raise ValueError(f"mixing_probability must be in [0, 1], got {mixing_probability}")
         if ema_half_life_images <= 0:
             raise ValueError(f"ema_half_life_images must be > 0, got {ema_half_life_images}")
-        if sample_every_n_steps < 0 or num_samples < 1:
-            raise ValueError(f"need sample_every_n_steps >= 0 and num_samples >= 1, got {sample_every_n_steps} "
-                             f"and {num_samples}")
         self.save_hyperparameters()
         # Manual optimization: separate D, R1, G (and path-length) steps, as rosinality.
         self.automatic_optimization = False
+        self.r1_gamma = r1_gamma
+        self.r1_every = r1_every
 
         self.generator = StyleGAN2Generator(size, style_dim=style_dim, n_mlp=n_mlp,
                                             channel_multiplier=channel_multiplier, channel_max=channel_max)
@@ -164,28 +163,18 @@ class PriorStage(IterationLimit):
         return optimizers
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()  # refuses plain DDP
         # Fail now rather than after hours of training.
         export_path = self.hparams.export_path
         if export_path is not None and Path(export_path).exists() and not self.hparams.overwrite_export:
             raise FileExistsError(f"export_path {export_path} already exists; choose another path or set "
                                   f"overwrite_export=True (--model.overwrite_export true) to replace it")
-        strategy = self.trainer.strategy
-        ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
-        if self.trainer.world_size > 1 and ddp_kwargs is not None and not ddp_kwargs.get("find_unused_parameters"):
-            rank_zero_warn("PriorStage under DDP needs strategy='ddp_find_unused_parameters_true': each backward "
-                           "reaches only the generator or only the discriminator")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = {"iteration": self.iteration}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.iteration = int(checkpoint.get(CHECKPOINT_KEY, {}).get("iteration", 0))
-
-    def on_train_batch_end(self, outputs: object, batch: dict, batch_idx: int) -> None:
-        every = self.hparams.sample_every_n_steps
-        if every > 0 and self.iteration % every == 0:
-            self.log_samples()
-        super().on_train_batch_end(outputs, batch, batch_idx)
 
     def on_train_end(self) -> None:
         export_path = self.hparams.export_path
@@ -208,23 +197,14 @@ class PriorStage(IterationLimit):
                              f"{tuple(real.shape)}")
         batch_size = real.shape[0]
         generator_optimizer, discriminator_optimizer = self.optimizers()
-        log = dict(batch_size=batch_size, on_step=True, on_epoch=False)
-
-        d_loss, real_score, fake_score = self._discriminator_step(real, discriminator_optimizer)
-        self.log("train/d_loss", d_loss, prog_bar=True, **log)
-        self.log("train/real_score", real_score, **log)
-        self.log("train/fake_score", fake_score, **log)
-
         # rosinality regularizes at iteration 0, r1_every, 2 * r1_every, ...
-        if self.iteration % self.hparams.r1_every == 0:
-            self.log("train/r1", self._r1_step(real, discriminator_optimizer), **log)
+        self.discriminator_step(real, discriminator_optimizer, with_r1=self.iteration % self.r1_every == 0)
 
-        g_loss = self._generator_step(batch_size, generator_optimizer)
-        self.log("train/g_loss", g_loss, prog_bar=True, **log)
-
+        log = dict(batch_size=batch_size, on_step=True, on_epoch=False)
+        self.log("train/g_loss", self.generator_step(batch_size, generator_optimizer), prog_bar=True, **log)
         every = self.hparams.path_length_every
         if every > 0 and self.iteration % every == 0:
-            path_penalty = self._path_length_step(batch_size, generator_optimizer)
+            path_penalty = self.path_length_step(batch_size, generator_optimizer)
             self.log("train/path_length_penalty", path_penalty, **log)
             self.log("train/mean_path_length", self.mean_path_length.clone(), **log)
 
@@ -232,45 +212,23 @@ class PriorStage(IterationLimit):
         self.update_ema(ema_decay(batch_size * self.trainer.world_size, self.hparams.ema_half_life_images))
         self.iteration += 1
 
-    def _sample_z(self, batch_size: int) -> list[Tensor]:
+    def sample_z(self, batch_size: int) -> list[Tensor]:
         """One z batch, or two (style mixing) with probability `mixing_probability`."""
         count = 2 if float(torch.rand(())) < self.hparams.mixing_probability else 1
         return [torch.randn(batch_size, self.hparams.style_dim, device=self.device) for _ in range(count)]
 
-    def _discriminator_step(self, real: Tensor, optimizer) -> tuple[Tensor, Tensor, Tensor]:
-        with self.toggled_optimizer(optimizer):
-            with torch.no_grad():  # D's step needs no graph through G
-                fake = self.generator(self._sample_z(real.shape[0])).image
-            fake_logits = self.discriminator(fake)
-            real_logits = self.discriminator(real)
-            loss = logistic_discriminator_loss(real_logits, fake_logits)
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()
-        return loss.detach(), real_logits.detach().mean(), fake_logits.detach().mean()
+    def discriminator_fake(self, real: Tensor) -> Tensor:
+        return self.generator(self.sample_z(real.shape[0])).image
 
-    def _r1_step(self, real: Tensor, optimizer) -> Tensor:
-        """Lazy R1: gamma / 2 * E||grad_x D(x)||^2 on real images, scaled by r1_every, as a separate D step."""
-        with self.toggled_optimizer(optimizer):
-            penalty, real_logits = discriminator_r1(self.discriminator, real)
-            # The zero term puts D's final bias (no effect on input gradients) into the graph, as rosinality
-            # does, so DDP sees every parameter used.
-            loss = self.hparams.r1_gamma / 2 * penalty * self.hparams.r1_every + 0 * real_logits.sum()
-            optimizer.zero_grad()  # without it the R1 step would reapply the D-loss gradients
-            self.manual_backward(loss)
-            optimizer.step()
-        return penalty.detach()
-
-    def _generator_step(self, batch_size: int, optimizer) -> Tensor:
-        with self.toggled_optimizer(optimizer):
-            fake = self.generator(self._sample_z(batch_size)).image
-            loss = logistic_generator_loss(self.discriminator(fake))
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()
+    def generator_step(self, batch_size: int, optimizer) -> Tensor:
+        self.toggle_optimizer(optimizer)
+        fake = self.generator(self.sample_z(batch_size)).image
+        loss = generator_adversarial_loss(self.adversarial_kind, None, self.discriminator(fake))
+        self.optimizer_update(optimizer, loss)
+        self.untoggle_optimizer(optimizer)
         return loss.detach()
 
-    def _mixed_w_plus(self, ws: list[Tensor]) -> Tensor:
+    def mixed_w_plus(self, ws: list[Tensor]) -> Tensor:
         """(B, num_ws, style_dim) from one or two w batches, crossing over at a random layer (as `forward`)."""
         num_ws = self.generator.num_ws
         if len(ws) == 1:
@@ -279,14 +237,15 @@ class PriorStage(IterationLimit):
         return torch.cat([ws[0].unsqueeze(1).repeat(1, inject_index, 1),
                           ws[1].unsqueeze(1).repeat(1, num_ws - inject_index, 1)], dim=1)
 
-    def _path_length_step(self, batch_size: int, optimizer) -> Tensor:
+    def path_length_step(self, batch_size: int, optimizer) -> Tensor:
         """Lazy path-length regularization (rosinality g_path_regularize) as a separate G step."""
         hparams = self.hparams
         path_batch_size = max(1, batch_size // hparams.path_length_batch_shrink)
+        self.toggle_optimizer(optimizer)
         # fp32 whatever the precision: autograd.grad below is not scaled by a 16-mixed GradScaler.
-        with self.toggled_optimizer(optimizer), torch.autocast(device_type=self.device.type, enabled=False):
+        with torch.autocast(device_type=self.device.type, enabled=False):
             # Built by hand rather than through `generator.forward` because the gradient is taken w.r.t. W+.
-            w_plus = self._mixed_w_plus([self.generator.mapping(z) for z in self._sample_z(path_batch_size)])
+            w_plus = self.mixed_w_plus([self.generator.mapping(z) for z in self.sample_z(path_batch_size)])
             image = self.generator.synthesize(w_plus).image
             noise = torch.randn_like(image) / math.sqrt(image.shape[2] * image.shape[3])
             (w_grad,) = torch.autograd.grad((image * noise).sum(), w_plus, create_graph=True)
@@ -296,9 +255,8 @@ class PriorStage(IterationLimit):
             penalty = (path_lengths - path_mean).square().mean()
             # The zero term keeps the last ToRGB bias in the graph (DDP), as rosinality.
             loss = hparams.path_length_weight * hparams.path_length_every * penalty + 0 * image[0, 0, 0, 0]
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()
+            self.optimizer_update(optimizer, loss)
+        self.untoggle_optimizer(optimizer)
         self.mean_path_length.copy_(path_mean.detach())
         return penalty.detach()
 
@@ -317,37 +275,14 @@ class PriorStage(IterationLimit):
         real = batch["hr"]
         self.log("val/real_score", self.discriminator(real).mean(), batch_size=real.shape[0], sync_dist=True)
 
-    def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self.log_samples()
-
     @torch.no_grad()
-    def sample_images(self) -> Tensor:
-        """(num_samples, 3, size, size) `generator_ema` images for a fixed z and the stored noise."""
+    def sample_images(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The sample grid's columns (LogImageGrid): the batch's real images and `generator_ema` images of a fixed
+        z (seed SAMPLE_SEED, one per real image) with the stored noise, so grids of different steps compare."""
+        real = batch["hr"]
         rng = torch.Generator().manual_seed(SAMPLE_SEED)
-        z = torch.randn(self.hparams.num_samples, self.hparams.style_dim, generator=rng).to(self.device)
-        return self.generator_ema(z, noise_mode="const").image
-
-    def log_samples(self) -> None:
-        """Send the sample grid to the logger's `log_image` (WandbLogger), else save `samples/step_{N}.png`.
-
-        Call on every process: `trainer.log_dir` is a collective under DDP.
-        """
-        logger = self.logger
-        if logger is not None and callable(getattr(logger, "log_image", None)):
-            if self.trainer.is_global_zero:
-                logger.log_image(key="samples", images=[self._sample_grid()], step=self.iteration,
-                                 caption=[f"generator_ema, iteration {self.iteration}"])
-            return
-        log_dir = self.trainer.log_dir
-        if self.trainer.is_global_zero and log_dir is not None:
-            path = Path(log_dir) / "samples" / f"step_{self.iteration:06d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_image(self._sample_grid(), path)
-
-    def _sample_grid(self) -> Tensor:
-        images = self.sample_images().float().cpu()
-        return make_grid(images, nrow=math.ceil(math.sqrt(len(images))), normalize=True, value_range=(-1, 1))
+        z = torch.randn(real.shape[0], self.hparams.style_dim, generator=rng).to(self.device)
+        return {"hr": real, "generator_ema": self.generator_ema(z, noise_mode="const").image}
 
     # --- export ----------------------------------------------------------------------------------------------
 

@@ -2,14 +2,16 @@
 
 Offline W&B needs no account and touches no network: the run is written under `<save_dir>/wandb/offline-run-*`
 and can be uploaded later with `wandb sync`. Going online is an explicit choice: `WANDB_MODE=online`.
+`GRAIN_PL_NO_WANDB=1` switches W&B off wherever grain_pl builds its logger (`GrainLogger`, `make_logger`): the
+run then logs to CSV files instead.
 
-    trainer = pl.Trainer(logger=make_logger("stage1"))
+    trainer = pl.Trainer(logger=GrainLogger(name="stage1"))
 
-or, in a LightningCLI YAML:
+or, in a LightningCLI YAML (what conf/ does):
 
     trainer:
       logger:
-        class_path: grain_pl.training.loggers.GrainWandbLogger
+        class_path: grain_pl.training.GrainLogger
         init_args: {name: stage1}
 """
 
@@ -81,17 +83,40 @@ class GrainWandbLogger(WandbLogger):
         return self.mode != "online"
 
 
+class GrainLogger(GrainWandbLogger):
+    """grain_pl's logger: a `GrainWandbLogger` (offline unless WANDB_MODE=online; same arguments), or, when
+    GRAIN_PL_NO_WANDB=1, a plain `CSVLogger` at `<save_dir>/<name>/version_N` (name None:
+    `<save_dir>/<project>/version_N`, where W&B would put the run's checkpoint and sample folders).
+
+    The switch happens at construction (`__new__` returns the CSVLogger), so a LightningCLI YAML can name this
+    class and the environment still decides; the W&B-only arguments are then ignored.
+    """
+
+    def __new__(
+        cls,
+        name: str | None = None,
+        save_dir: str = DEFAULT_SAVE_DIR,
+        project: str = DEFAULT_PROJECT,
+        offline: bool | None = None,
+        log_model: Literal["all"] | bool = False,
+        **kwargs: Any,
+    ) -> Logger:
+        if wandb_disabled_by_env():
+            return CSVLogger(save_dir=save_dir, name=name or project)
+        return super().__new__(cls)
+
+
 def make_logger(
     name: str = "grain",
     save_dir: str = DEFAULT_SAVE_DIR,
     use_wandb: bool | None = None,
     project: str = DEFAULT_PROJECT,
 ) -> Logger:
-    """A GrainWandbLogger (offline unless WANDB_MODE=online), or a CSVLogger at `<save_dir>/<name>/version_N`
-    when `use_wandb` is False or GRAIN_PL_NO_WANDB=1 (the variable wins, so it can switch W&B off everywhere).
+    """`GrainLogger(name, save_dir, project)`, or a CSVLogger at `<save_dir>/<name>/version_N` when `use_wandb`
+    is False (GRAIN_PL_NO_WANDB=1 wins over use_wandb=True).
 
     For W&B `name` is the run's display name; for CSV it is the subfolder.
     """
-    if use_wandb is False or wandb_disabled_by_env():
+    if use_wandb is False:
         return CSVLogger(save_dir=save_dir, name=name)
-    return GrainWandbLogger(name=name, save_dir=save_dir, project=project)
+    return GrainLogger(name=name, save_dir=save_dir, project=project)
