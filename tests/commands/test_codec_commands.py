@@ -67,6 +67,7 @@ def test_encode_then_decode_a_file(model_file, tmp_path, capsys):
                                                                     tmp_path / "again.png").read_bytes()
 
 
+@pytest.mark.slow  # a subprocess or a whole training chain: `make test-fast` skips it
 def test_decoded_bytes_are_the_same_in_another_process(model_file, tmp_path):
     lr_png = GrainModule.from_checkpoint(model_file).encode_file(save_smooth_image(tmp_path / "p.png"))
     here = GrainModule.from_checkpoint(model_file).decode_file(lr_png, tmp_path / "here.png").read_bytes()

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
 
 
+@pytest.mark.slow  # a subprocess or a whole training chain: `make test-fast` skips it
 def test_quickstart_executes(tmp_path, monkeypatch):
     from grain_pl.codec import GrainModule
     from grain_pl.weights.grain_checkpoint import save_grain

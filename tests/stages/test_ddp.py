@@ -66,6 +66,7 @@ def changed_names(result: dict) -> set[str]:
     return {name for name, value in result["final"].items() if not torch.equal(value, result["initial"][name])}
 
 
+@pytest.mark.slow  # a subprocess or a whole training chain: `make test-fast` skips it
 @pytest.mark.parametrize("stage_name", ["stage1", "final"])
 def test_ddp_fit_keeps_both_ranks_identical(stage_name, image_dir, prior_file, tmp_path):
     arguments = ["--stage", stage_name, "--image-dir", str(image_dir), *SCHEDULE_ARGUMENTS]
@@ -103,6 +104,7 @@ def test_ddp_fit_keeps_both_ranks_identical(stage_name, image_dir, prior_file, t
         assert changed == set(rank0["final"])  # stage 1: every trained tensor moved
 
 
+@pytest.mark.slow  # a subprocess or a whole training chain: `make test-fast` skips it
 def test_prior_ddp_fit_keeps_both_ranks_identical(image_dir, tmp_path):
     completed = run_fit_script(["--stage", "prior", "--image-dir", str(image_dir), "--max-iterations", "4",
                                 "--r1-every", "2"], tmp_path)
@@ -120,6 +122,7 @@ def test_prior_ddp_fit_keeps_both_ranks_identical(image_dir, tmp_path):
     assert any(name.startswith("discriminator.") for name in changed)
 
 
+@pytest.mark.slow  # a subprocess or a whole training chain: `make test-fast` skips it
 @pytest.mark.parametrize(("stage_name", "class_name"), [("stage1", "Stage1"), ("prior", "PriorStage")])
 def test_plain_ddp_is_refused_at_fit_start_on_every_rank(stage_name, class_name, image_dir, tmp_path):
     completed = run_fit_script(["--stage", stage_name, "--image-dir", str(image_dir), "--strategy", "ddp"], tmp_path)

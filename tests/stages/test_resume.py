@@ -219,6 +219,7 @@ PRECISIONS = [
 ]
 
 
+@pytest.mark.slow  # a subprocess or a whole training chain: `make test-fast` skips it
 @pytest.mark.parametrize("precision, accelerator", PRECISIONS)
 def test_a_killed_run_resumes_from_last_at_the_saved_step(precision, accelerator, many_images, tmp_path):
     last = train_until_killed(many_images, tmp_path, precision, accelerator)
@@ -353,6 +354,7 @@ def checkpoint_like(marker: str, size_mb: int = 8) -> dict[str, Any]:
     return {"marker": marker, "state_dict": {"weight": torch.full((size_mb * 2**18,), float(len(marker)))}}
 
 
+@pytest.mark.slow  # a subprocess or a whole training chain: `make test-fast` skips it
 def test_a_sigkill_in_the_middle_of_a_write_leaves_the_previous_checkpoint_intact(tmp_path):
     """A real SIGKILL with half of the new checkpoint on disk (kill_during_save.py kills itself there)."""
     last = tmp_path / "checkpoints" / "last.ckpt"
