@@ -11,6 +11,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from grain_pl.networks.stylegan2.layers import channels_at
+
 
 def _log2_exact(value: int, name: str) -> int:
     exponent = int(round(math.log2(value))) if value > 0 else -1
@@ -109,9 +111,7 @@ class GrainConfig:
 
     def generator_channels(self, resolution: int) -> int:
         """rosinality's channel table, capped at generator_channel_max."""
-        table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
-        base = table[resolution] * (self.channel_multiplier if resolution >= 64 else 1)
-        return min(base, self.generator_channel_max)
+        return channels_at(resolution, self.channel_multiplier, self.generator_channel_max)
 
     def replace(self, **changes) -> GrainConfig:
         return dataclasses.replace(self, **changes)

@@ -22,7 +22,15 @@ from torch import Tensor, nn
 
 from grain_pl.networks.stylegan2.discriminator import StyleGAN2Discriminator
 from grain_pl.networks.stylegan2.generator import StyleGAN2Generator
-from grain_pl.networks.stylegan2.layers import DEFAULT_BLUR_KERNEL, SUPPORTED_SIZES, Blur, Upsample, stylegan2_channels
+from grain_pl.networks.stylegan2.layers import (
+    BASE_CHANNELS,
+    DEFAULT_BLUR_KERNEL,
+    MULTIPLIED_FROM,
+    SUPPORTED_SIZES,
+    Blur,
+    Upsample,
+    stylegan2_channels,
+)
 from grain_pl.weights.io import (
     CheckpointError,
     PathLike,
@@ -38,9 +46,6 @@ ROSINALITY_ALLOWED = (argparse.Namespace,)
 # Samples and seed for the W mean when a file has no `latent_avg` (convert_weight.py stores the TF average).
 LATENT_AVG_SAMPLES = 4096
 LATENT_AVG_SEED = 0
-
-# rosinality's channel table before the multiplier, for resolutions above 32 (see stylegan2_channels).
-_MULTIPLIED_BASE = {64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 
 
 @dataclass
@@ -169,14 +174,14 @@ def infer_generator_config(state: Mapping[str, Tensor], source: PathLike = "<sta
         if channels is not None:
             observed[2 ** (block + 3)] = channels
 
-    # Channels up to 32 are min(512, channel_max); above that base * multiplier, capped at channel_max.
-    small = [observed[res] for res in (4, 8, 16, 32) if res in observed]
+    # Channels below MULTIPLIED_FROM are min(512, channel_max); above that base * multiplier, capped at channel_max.
+    small = [channels for res, channels in observed.items() if res < MULTIPLIED_FROM]
     channel_max = max(512, *observed.values()) if observed else 512
     if small and min(small) < 512:
         channel_max = min(small)
     channel_multiplier = 2
-    for res, base in _MULTIPLIED_BASE.items():
-        if res in observed and observed[res] < channel_max:
+    for res, base in BASE_CHANNELS.items():
+        if res >= MULTIPLIED_FROM and res in observed and observed[res] < channel_max:
             if observed[res] % base:
                 raise CheckpointError(f"{source}: {observed[res]} channels at {res}px is not a multiple of {base} "
                                       f"(rosinality's table); channels found: {observed}")
