@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from grain_pl.data.datasets import BadImageFileError, list_image_files, load_rgb_image
+from grain_pl.io.files import atomic_write
 from grain_pl.losses.identity import crop_faces
 
 __all__ = [
@@ -676,10 +676,7 @@ def prepare_folder(
             reason = error.reason if isinstance(error, BadImageFileError) else str(error)
             report.failed[relative] = reason
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Write next to the target and rename, so an interrupted run never leaves a truncated PNG behind.
-        partial = target.with_name(f".{target.name}.partial")
-        aligned.save(partial, format="PNG")
-        os.replace(partial, target)
+        # Atomic, so an interrupted run never leaves a truncated PNG behind; existing targets were refused above.
+        atomic_write(target, lambda file, image=aligned: image.save(file, format="PNG"), overwrite=True)
         report.written.append(relative)
     return report

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from grain_pl.io.files import save_safetensors  # noqa: F401 - re-exported: every weight format writes through it
+
 PathLike = str | os.PathLike
 
 # How many offending keys an error message lists before it says "... and N more".
@@ -145,22 +147,6 @@ def read_safetensors_checkpoint(path: PathLike) -> dict[str, object]:
         else:
             checkpoint[key] = tensor
     return checkpoint
-
-
-def save_safetensors(state: Mapping[str, torch.Tensor], path: PathLike, metadata: Mapping[str, str] | None = None,
-                     *, overwrite: bool = False) -> Path:
-    """Write tensors as safetensors; never replaces an existing file unless `overwrite`."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=dict(metadata or {}))
-    os.replace(tmp, path)
-    return path
 
 
 def load_safetensors(path: PathLike) -> dict[str, torch.Tensor]:

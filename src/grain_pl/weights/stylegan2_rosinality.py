@@ -10,7 +10,6 @@ infers the architecture from the tensor shapes, and loads strictly.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from grain_pl.io.files import DestinationExistsError, save_torch
 from grain_pl.networks.stylegan2.discriminator import StyleGAN2Discriminator
 from grain_pl.networks.stylegan2.generator import StyleGAN2Generator
 from grain_pl.networks.stylegan2.layers import (
@@ -289,8 +289,8 @@ def export_rosinality(
     replaced with `overwrite=True`.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
+    if path.exists() and not overwrite:  # before gathering the tensors
+        raise DestinationExistsError(path)
     ckpt: dict[str, object] = {"g_ema": _cpu_state(generator), "latent_avg": latent_avg.detach().cpu().reshape(-1)}
     if discriminator is not None:
         ckpt["d"] = _cpu_state(discriminator)
@@ -298,12 +298,4 @@ def export_rosinality(
         ckpt["g"] = _cpu_state(g)
     if args is not None:
         ckpt["args"] = args if isinstance(args, argparse.Namespace) else argparse.Namespace(**dict(args))
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_torch(ckpt, path, overwrite=overwrite)
