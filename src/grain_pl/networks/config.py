@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from grain_pl.networks.stylegan2.layers import channels_at
@@ -152,4 +153,16 @@ def get_preset(name: str, **overrides) -> GrainConfig:
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
 
 
-__all__ = ["GrainConfig", "PRESETS", "get_preset"]
+def build_config(network: str | Mapping | GrainConfig, overrides: Mapping | None = None) -> GrainConfig:
+    """A GrainConfig from a preset name, a GrainConfig as a dict (`as_dict()`) or a GrainConfig, with some numbers
+    changed by `overrides`."""
+    if isinstance(network, GrainConfig):
+        config = network
+    elif isinstance(network, str):
+        config = get_preset(network)
+    else:
+        config = GrainConfig(**dict(network))
+    return config.replace(**dict(overrides)) if overrides else config
+
+
+__all__ = ["GrainConfig", "PRESETS", "build_config", "get_preset"]

@@ -128,16 +128,22 @@ def flatten_checkpoint(checkpoint: Mapping[str, object]) -> tuple[dict[str, torc
     return flat, ",".join(groups)
 
 
-def read_safetensors_checkpoint(path: PathLike) -> dict[str, object]:
-    """A safetensors file as a checkpoint dict, with groups written by `flatten_checkpoint` nested again."""
+def read_safetensors_metadata(path: PathLike, unreadable: str = "cannot read its safetensors header"
+                              ) -> dict[str, str]:
+    """The text metadata in a safetensors file's header; CheckpointError "<path>: <unreadable>: <why>" if none."""
     from safetensors import safe_open
 
-    tensors = load_safetensors(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+            return dict(handle.metadata() or {})
     except Exception as err:  # noqa: BLE001 - any failure means the header is unreadable
-        raise CheckpointError(f"{path}: cannot read its safetensors header: {err}") from err
+        raise CheckpointError(f"{path}: {unreadable}: {err}") from err
+
+
+def read_safetensors_checkpoint(path: PathLike) -> dict[str, object]:
+    """A safetensors file as a checkpoint dict, with groups written by `flatten_checkpoint` nested again."""
+    tensors = load_safetensors(path)
+    metadata = read_safetensors_metadata(path)
     groups = [group for group in metadata.get(NESTED_GROUPS_KEY, "").split(",") if group]
     checkpoint: dict[str, object] = {group: {} for group in groups}
     for key, tensor in tensors.items():
