@@ -83,11 +83,17 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from grain_pl.data.datasets import ImageFolderDataset, list_image_files
-from grain_pl.io.images import from_uint8, to_uint8
+from grain_pl.io.images import (
+    DETERMINISTIC_RESIZE_POLICIES,
+    check_resize_policy,
+    decode_image_bytes,
+    from_uint8,
+    to_uint8,
+    uint8_to_pil,
+)
 from grain_pl.metrics.image_quality import luma, to_unit_range
 
 __all__ = [
@@ -127,7 +133,7 @@ DEFAULT_METHODS: tuple[str, ...] = (
 METRIC_COLUMNS = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "identity", "arcface")
 CSV_COLUMNS = ("file", "method", "bytes", "bpp", *METRIC_COLUMNS, "quality", "target_bytes")
 RESULT_FILES = ("per_image.csv", "summary.json", "rd_plot.png")
-EVALUATION_RESIZE_POLICIES = ("error", "resize", "center_crop")  # no random crops in a test set
+EVALUATION_RESIZE_POLICIES = DETERMINISTIC_RESIZE_POLICIES  # no random crops in a test set
 
 QUALITY_RANGE = (1, 100)
 # Encoder settings of the codec baselines; they are part of the protocol (summary.json records them).
@@ -255,17 +261,6 @@ def _check_uint8_image(image: torch.Tensor, name: str = "image") -> None:
         raise ValueError(f"{name} must be a uint8 (3, H, W) tensor, got {image.dtype} {tuple(image.shape)}")
 
 
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    return Image.fromarray(image.detach().cpu().permute(1, 2, 0).contiguous().numpy())  # (H, W, 3) uint8: RGB
-
-
-def decode_image_bytes(data: bytes) -> torch.Tensor:
-    """A PNG/JPEG/WebP file's bytes -> uint8 (3, H, W) RGB (palette and grey PNGs expand exactly)."""
-    with Image.open(io.BytesIO(data)) as image:
-        rgb = image.convert("RGB")
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
-
-
 def _default_png_encoder() -> PngEncoder:
     from grain_pl.codec import lr_png_bytes  # deferred: the codec imports the whole network
 
@@ -304,7 +299,7 @@ def encode_with_pillow(hr_uint8: torch.Tensor, codec: str, quality: int) -> byte
         raise ValueError(f"codec must be one of {tuple(PILLOW_SETTINGS)}, got {codec!r}")
     settings = dict(PILLOW_SETTINGS[codec])
     buffer = io.BytesIO()
-    _to_pil(hr_uint8).save(buffer, settings.pop("format"), quality=int(quality), **settings)
+    uint8_to_pil(hr_uint8).save(buffer, settings.pop("format"), quality=int(quality), **settings)
     return buffer.getvalue()
 
 
@@ -626,7 +621,7 @@ def _save_outputs(output_dir: Path, relative: str, reconstructions: Mapping[str,
         payload_path = output_dir / "payloads" / method / stem.with_suffix(FILE_SUFFIXES[reconstruction.payload_format])
         image_path.parent.mkdir(parents=True, exist_ok=True)
         payload_path.parent.mkdir(parents=True, exist_ok=True)
-        _to_pil(reconstruction.output).save(image_path, "PNG")
+        uint8_to_pil(reconstruction.output).save(image_path, "PNG")
         payload_path.write_bytes(reconstruction.payload)
 
 
@@ -670,8 +665,7 @@ def evaluate_folder(
         settings: extra entries for summary.json's "settings" (e.g. the checkpoint path).
         progress: called with one line per image.
     """
-    if resize not in EVALUATION_RESIZE_POLICIES:
-        raise ValueError(f"resize must be one of {EVALUATION_RESIZE_POLICIES}, got {resize!r}")
+    check_resize_policy(resize, EVALUATION_RESIZE_POLICIES)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be positive, got {limit}")
     specs = _resolve_methods(methods, model is not None)
