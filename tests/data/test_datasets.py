@@ -13,13 +13,12 @@ from PIL import Image
 from grain_pl.data.datasets import (
     BadImageFileError,
     ImageFolderDataset,
-    _pil_to_signed_tensor,
-    _signed_tensor_to_pil,
     find_bad_image_files,
     list_image_files,
     load_rgb_image,
     warn_about_skipped_files,
 )
+from grain_pl.io.images import pil_to_signed, signed_to_pil
 
 EXIF_ORIENTATION_TAG = 0x0112
 
@@ -172,9 +171,9 @@ def test_item_is_signed_float_tensor_and_path(mixed_folder: Path) -> None:
 def test_tensor_conversion_round_trips_every_level() -> None:
     levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
     image = Image.fromarray(np.stack([levels, 255 - levels, levels], axis=-1))
-    tensor = _pil_to_signed_tensor(image)
+    tensor = pil_to_signed(image)
     assert tensor.min() == -1.0 and tensor.max() == 1.0
-    assert np.array_equal(np.asarray(_signed_tensor_to_pil(tensor)), np.asarray(image))
+    assert np.array_equal(np.asarray(signed_to_pil(tensor)), np.asarray(image))
 
 
 def test_images_at_the_target_size_are_never_resampled(tmp_path: Path) -> None:

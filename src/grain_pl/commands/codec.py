@@ -8,7 +8,7 @@
 Every file problem prints one line `grain encode: error: FILE: ...` on stderr and the run goes on with the next
 file; the exit code is 2 when any file failed. An existing output is never replaced without `--overwrite`.
 
-This module only builds the argument parsers; the codec (Lightning, torchvision) is imported when a command
+This module only builds the argument parsers; the codec (Lightning, the networks) is imported when a command
 runs, so `grain --help` stays fast. `grain_pl.commands` adds the commands with `add_codec_commands(subparsers)`.
 """
 
@@ -19,7 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 
-RESIZE_CHOICES = ("error", "resize", "center_crop")  # = grain_pl.codec.RESIZE_POLICIES (tested), imported lazily
+from grain_pl.io.images import DETERMINISTIC_RESIZE_POLICIES as RESIZE_CHOICES
 
 
 def add_codec_commands(subparsers: argparse._SubParsersAction) -> None:

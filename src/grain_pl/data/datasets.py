@@ -1,4 +1,5 @@
-"""Image files -> HR tensors in [-1, 1]: listing, robust decoding, size policies.
+"""Image files -> HR tensors in [-1, 1]: checking files, and the dataset. Listing, decoding and the size policies
+live in `grain_pl.io.images`, shared with the codec and the evaluation.
 
 The official GRAIN loader (`celebs_invertible_super_resolution`, see docs/method.md §3) walks a folder, sorts the
 paths, opens each file as PIL RGB, applies `Resize((1024, 1024))`, `ToTensor()` and `Normalize(0.5, 0.5)`, with no
@@ -14,12 +15,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
+
+from grain_pl.io.images import (
+    IMAGE_EXTENSIONS,
+    RESIZE_POLICIES,
+    BadImageFileError,
+    ResizePolicy,
+    check_resize_policy,
+    fit_image,
+    list_image_files,
+    load_rgb_image,
+    pil_to_signed,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -32,103 +43,11 @@ __all__ = [
     "warn_about_skipped_files",
 ]
 
-# Lower-case suffixes; matching is case-insensitive. The official code lists jpg jpeg png ppm bmp tiff;
-# tif and webp are added (webp is how LSUN stores its images).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
-
-ResizePolicy = Literal["error", "resize", "center_crop", "random_crop"]
-RESIZE_POLICIES: tuple[str, ...] = ("error", "resize", "center_crop", "random_crop")
 BadFilePolicy = Literal["skip", "error"]
 FileCheck = Literal["none", "header", "decode"]
 
 # How many offending paths a warning or error message shows before it says "... and N more".
 _MAX_PATHS_IN_MESSAGE = 5
-
-
-class BadImageFileError(ValueError):
-    """An image file that cannot be decoded (empty, truncated, corrupt or not an image). Names the file."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"cannot read image file {path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Listing
-# --------------------------------------------------------------------------------------------------------------
-
-
-def list_image_files(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """All image files under `root`, recursively, sorted by their path relative to `root`.
-
-    Suffixes match case-insensitively (`.JPG` counts). Hidden files and folders (name starting with ".") are
-    left out: macOS `._name.jpg` resource forks carry an image suffix but hold no image.
-
-    Raises:
-        FileNotFoundError: `root` does not exist or is not a folder.
-        ValueError: `root` holds no image file.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
-    wanted = {suffix.lower() for suffix in extensions}
-    found = [
-        path
-        for path in root.rglob("*")
-        if path.suffix.lower() in wanted
-        and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(root).parts)
-    ]
-    if not found:
-        raise ValueError(f"no image files under {root} (looked recursively for {', '.join(sorted(wanted))})")
-    # Sort on the relative POSIX path so the order is the same on every machine and wherever the folder lives.
-    return sorted(found, key=lambda path: path.relative_to(root).as_posix())
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Decoding
-# --------------------------------------------------------------------------------------------------------------
-
-
-def load_rgb_image(path: str | Path) -> Image.Image:
-    """Decode an image file fully into an 8-bit RGB PIL image, EXIF orientation applied.
-
-    Conversions:
-        - grayscale (`L`, `1`) -> RGB by channel replication;
-        - 16-bit (`I;16*`, and `I`, which is assumed to hold 16-bit values) -> 8 bits by rounding value / 257, so
-          the full 16-bit range maps to 0..255 (Pillow's own `convert("L")` clips everything above 255 to white);
-        - alpha (`RGBA`, `LA`, `PA`, palette or RGB with a transparency key) -> composited on **white**: transparent
-          pixels often hold arbitrary colours, and white is how viewers show such images;
-        - palette (`P`) without transparency, `CMYK`, `YCbCr`, ... -> RGB through Pillow.
-
-    Raises:
-        BadImageFileError: the file is empty, truncated, corrupt or not an image.
-    """
-    try:
-        with Image.open(path) as image:
-            image.load()  # decode now, so a truncated file fails here and not somewhere inside a transform
-            image = ImageOps.exif_transpose(image)  # returns a detached copy
-        return _to_rgb8(image)  # inside the try: a mode Pillow cannot convert counts as unreadable too
-    except Exception as error:  # Pillow plugins raise many types for corrupt data (OSError, SyntaxError, ...)
-        raise BadImageFileError(path, f"{type(error).__name__}: {error}") from error
-
-
-def _to_rgb8(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB, following the rules in `load_rgb_image`."""
-    if image.mode == "RGB" and "transparency" not in image.info:
-        return image
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        values = np.asarray(image).astype(np.float64)
-        gray = np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
-    if "transparency" in image.info:  # palette or colour-key transparency becomes a real alpha channel
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA"):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def _check_header(path: Path) -> str | None:
@@ -190,67 +109,6 @@ def warn_about_skipped_files(bad_files: dict[str, str]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Image <-> tensor (private for now; a shared images module may take them over)
-# --------------------------------------------------------------------------------------------------------------
-
-
-# Same formulas as grain_pl.io.images.from_uint8 / to_uint8 (level / 127.5 - 1 and its rounded inverse), so HR
-# images and LR PNGs map to tensors identically. Kept private here until the data code switches to that module.
-
-
-def _pil_to_signed_tensor(image: Image.Image) -> torch.Tensor:
-    """8-bit RGB PIL image -> float32 tensor (3, H, W) in [-1, 1] (ToTensor + Normalize(0.5, 0.5), as official)."""
-    return TF.pil_to_tensor(image).to(torch.float32) / 127.5 - 1.0
-
-
-def _signed_tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
-    """Float tensor (3, H, W) in [-1, 1] -> 8-bit RGB PIL image.
-
-    Rounds to the nearest level, so `_signed_tensor_to_pil(_pil_to_signed_tensor(x))` returns `x` exactly. (The
-    official test script truncates instead, which biases every pixel down by half a level on average.)
-    """
-    if tensor.ndim != 3 or tensor.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(tensor.shape)}")
-    levels = ((tensor.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return TF.to_pil_image(levels)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Size policies
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _fit_to_size(image: Image.Image, image_size: int, policy: str, path: str | Path) -> Image.Image:
-    """Bring an RGB image to image_size x image_size under `policy` (see ImageFolderDataset).
-
-    An image that already has the target size is returned untouched under every policy, so CelebA-HQ at 1024
-    keeps its exact pixels (the official Resize((1024, 1024)) is a no-op there too).
-    """
-    width, height = image.size
-    if (width, height) == (image_size, image_size):
-        return image
-    if policy == "error":
-        raise ValueError(
-            f"image {path} has size {width}x{height} (width x height), expected {image_size}x{image_size}; "
-            "set resize to 'resize', 'center_crop' or 'random_crop' to adapt it"
-        )
-    if policy == "resize":
-        # Torchvision on a PIL image calls PIL's bilinear resize (antialiased), which is what the official
-        # transforms.Resize((1024, 1024)) does. Non-square images get stretched.
-        return TF.resize(image, [image_size, image_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
-    if policy in ("center_crop", "random_crop"):
-        # Scale the shorter side to image_size (keeps the aspect ratio), then cut a square.
-        image = TF.resize(image, image_size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-        if policy == "center_crop":
-            return TF.center_crop(image, [image_size, image_size])
-        width, height = image.size
-        top = int(torch.randint(0, height - image_size + 1, ()).item())  # torch RNG: seeded per worker
-        left = int(torch.randint(0, width - image_size + 1, ()).item())
-        return TF.crop(image, top, left, image_size, image_size)
-    raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {policy!r}")
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Dataset
 # --------------------------------------------------------------------------------------------------------------
 
@@ -281,8 +139,7 @@ class ImageFolderDataset(Dataset):
         hflip: bool = False,
         on_bad_file: BadFilePolicy = "skip",
     ) -> None:
-        if resize not in RESIZE_POLICIES:
-            raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
+        check_resize_policy(resize)
         if on_bad_file not in ("skip", "error"):
             raise ValueError(f"on_bad_file must be 'skip' or 'error', got {on_bad_file!r}")
         if image_size <= 0:
@@ -300,10 +157,10 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         path, image = self._load_readable(index)
-        image = _fit_to_size(image, self.image_size, self.resize, path)
+        image = fit_image(image, self.image_size, self.resize, path)
         if self.hflip and torch.rand(()) < 0.5:
             image = TF.horizontal_flip(image)
-        return {"hr": _pil_to_signed_tensor(image), "path": path}
+        return {"hr": pil_to_signed(image), "path": path}
 
     def _load_readable(self, index: int) -> tuple[str, Image.Image]:
         """Decode paths[index]; under "skip", walk forward to the next readable file."""

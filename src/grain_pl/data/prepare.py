@@ -8,14 +8,12 @@ not fatal.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from grain_pl.data.datasets import BadImageFileError, list_image_files, load_rgb_image
 from grain_pl.data.faces import (
     PADDING_MODES,
     LandmarkDetector,
@@ -26,6 +24,8 @@ from grain_pl.data.faces import (
     load_detector,
     load_landmarks_file,
 )
+from grain_pl.io.files import atomic_write
+from grain_pl.io.images import BadImageFileError, list_image_files, load_rgb_image
 
 __all__ = ["PrepareReport", "prepare_folder"]
 
@@ -162,10 +162,7 @@ def prepare_folder(
             reason = error.reason if isinstance(error, BadImageFileError) else str(error)
             report.failed[relative] = reason
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Write next to the target and rename, so an interrupted run never leaves a truncated PNG behind.
-        partial = target.with_name(f".{target.name}.partial")
-        aligned.save(partial, format="PNG")
-        os.replace(partial, target)
+        # Atomic, so an interrupted run never leaves a truncated PNG behind; existing targets were refused above.
+        atomic_write(target, lambda file, image=aligned: image.save(file, format="PNG"), overwrite=True)
         report.written.append(relative)
     return report

@@ -6,9 +6,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable
 
-import numpy as np
 import torch
-from PIL import Image
 
 from grain_pl.evaluation.protocol import (
     DEFAULT_METHODS,
@@ -18,27 +16,12 @@ from grain_pl.evaluation.protocol import (
     Reconstruction,
     parse_method,
 )
+from grain_pl.io.images import check_uint8_image, decode_image_bytes, uint8_to_pil
 from grain_pl.metrics.lr_fidelity import resize_levels
 
 # --------------------------------------------------------------------------------------------------------------
-# 8-bit images <-> bytes
+# The LR PNG writer
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _check_uint8_image(image: torch.Tensor, name: str = "image") -> None:
-    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"{name} must be a uint8 (3, H, W) tensor, got {image.dtype} {tuple(image.shape)}")
-
-
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    return Image.fromarray(image.detach().cpu().permute(1, 2, 0).contiguous().numpy())  # (H, W, 3) uint8: RGB
-
-
-def decode_image_bytes(data: bytes) -> torch.Tensor:
-    """A PNG/JPEG/WebP file's bytes -> uint8 (3, H, W) RGB (palette and grey PNGs expand exactly)."""
-    with Image.open(io.BytesIO(data)) as image:
-        rgb = image.convert("RGB")
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
 def _default_png_encoder() -> PngEncoder:
@@ -58,7 +41,7 @@ def resize_baseline(hr_uint8: torch.Tensor, lr_size: int, mode: str = "bicubic",
 
     The bicubic LR is the reference thumbnail of `grain_pl.metrics.lr_fidelity` (the same call).
     """
-    _check_uint8_image(hr_uint8, "hr_uint8")
+    check_uint8_image(hr_uint8, "hr_uint8")
     if mode not in ("bilinear", "bicubic"):
         raise ValueError(f"mode must be 'bilinear' or 'bicubic', got {mode!r}")
     png_encoder = png_encoder or _default_png_encoder()
@@ -71,12 +54,12 @@ def resize_baseline(hr_uint8: torch.Tensor, lr_size: int, mode: str = "bicubic",
 
 def encode_with_pillow(hr_uint8: torch.Tensor, codec: str, quality: int) -> bytes:
     """The bytes of the HR image saved by Pillow as `codec` ("jpeg" or "webp") at `quality` (PILLOW_SETTINGS)."""
-    _check_uint8_image(hr_uint8, "hr_uint8")
+    check_uint8_image(hr_uint8, "hr_uint8")
     if codec not in PILLOW_SETTINGS:
         raise ValueError(f"codec must be one of {tuple(PILLOW_SETTINGS)}, got {codec!r}")
     settings = dict(PILLOW_SETTINGS[codec])
     buffer = io.BytesIO()
-    _to_pil(hr_uint8).save(buffer, settings.pop("format"), quality=int(quality), **settings)
+    uint8_to_pil(hr_uint8).save(buffer, settings.pop("format"), quality=int(quality), **settings)
     return buffer.getvalue()
 
 
@@ -164,7 +147,7 @@ def baseline_reconstructions(hr_uint8: torch.Tensor, lr_size: int,
     a matched method is asked for. png_encoder: stores the resize baselines' LR (default: the codec's
     `lr_png_bytes`, the same encoder GRAIN's LR goes through).
     """
-    _check_uint8_image(hr_uint8, "hr_uint8")
+    check_uint8_image(hr_uint8, "hr_uint8")
     hr_uint8 = hr_uint8.cpu()
     results: dict[str, Reconstruction] = {}
     for name in methods:

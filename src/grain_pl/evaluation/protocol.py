@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import torch
 
+from grain_pl.io.images import DETERMINISTIC_RESIZE_POLICIES
 from grain_pl.metrics.image_quality import PSNR_CAP_DB
 
 FIXED_QUALITIES = (1, 5, 10, 40, 70)  # the paper's Table 5
@@ -22,7 +23,7 @@ METRIC_COLUMNS = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "identity", "arcf
 LR_METRIC_COLUMNS = ("lr_psnr", "lr_ssim")  # methods that store an LR: grain, bilinear, bicubic
 CSV_COLUMNS = ("file", "method", "bytes", "bpp", *METRIC_COLUMNS, *LR_METRIC_COLUMNS, "quality", "target_bytes")
 RESULT_FILES = ("per_image.csv", "summary.json", "rd_plot.png")
-EVALUATION_RESIZE_POLICIES = ("error", "resize", "center_crop")  # no random crops in a test set
+EVALUATION_RESIZE_POLICIES = DETERMINISTIC_RESIZE_POLICIES  # no random crops in a test set
 
 QUALITY_RANGE = (1, 100)
 # Encoder settings of the codec baselines; they are part of the protocol (summary.json records them).

@@ -20,13 +20,10 @@ from typing import Any
 
 import torch
 
-from grain_pl.data.datasets import ImageFolderDataset, list_image_files
+from grain_pl.data.datasets import ImageFolderDataset
 from grain_pl.evaluation.baselines import (
-    _check_uint8_image,
     _default_png_encoder,
-    _to_pil,
     baseline_reconstructions,
-    decode_image_bytes,
 )
 from grain_pl.evaluation.protocol import (
     EVALUATION_RESIZE_POLICIES,
@@ -42,14 +39,22 @@ from grain_pl.evaluation.protocol import (
 )
 from grain_pl.evaluation.report import library_versions, summarize, write_results
 from grain_pl.evaluation.scoring import ReconstructionScorer, lr_scores
-from grain_pl.io.images import from_uint8, to_uint8
+from grain_pl.io.images import (
+    check_resize_policy,
+    check_uint8_image,
+    decode_image_bytes,
+    from_uint8,
+    list_image_files,
+    to_uint8,
+    uint8_to_pil,
+)
 
 
 @torch.inference_mode()
 def grain_reconstruction(model: Any, hr_uint8: torch.Tensor, png_encoder: PngEncoder | None = None,
                          device: torch.device | str | None = None) -> Reconstruction:
     """encode -> 8-bit LR -> PNG bytes -> Pillow decodes the PNG -> decode -> 8-bit output (see the protocol)."""
-    _check_uint8_image(hr_uint8, "hr_uint8")
+    check_uint8_image(hr_uint8, "hr_uint8")
     png_encoder = png_encoder or _default_png_encoder()
     if device is None:
         device = next(iter(model.parameters())).device if hasattr(model, "parameters") else "cpu"
@@ -124,7 +129,7 @@ def _save_outputs(output_dir: Path, relative: str, reconstructions: Mapping[str,
         payload_path = output_dir / "payloads" / method / stem.with_suffix(FILE_SUFFIXES[reconstruction.payload_format])
         image_path.parent.mkdir(parents=True, exist_ok=True)
         payload_path.parent.mkdir(parents=True, exist_ok=True)
-        _to_pil(reconstruction.output).save(image_path, "PNG")
+        uint8_to_pil(reconstruction.output).save(image_path, "PNG")
         payload_path.write_bytes(reconstruction.payload)
 
 
@@ -171,8 +176,7 @@ def evaluate_folder(
         settings: extra entries for summary.json's "settings" (e.g. the checkpoint path).
         progress: called with one line per image.
     """
-    if resize not in EVALUATION_RESIZE_POLICIES:
-        raise ValueError(f"resize must be one of {EVALUATION_RESIZE_POLICIES}, got {resize!r}")
+    check_resize_policy(resize, EVALUATION_RESIZE_POLICIES)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be positive, got {limit}")
     specs = resolve_methods(methods, model is not None)

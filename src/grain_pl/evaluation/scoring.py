@@ -8,9 +8,8 @@ from collections.abc import Sequence
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from grain_pl.evaluation.baselines import _check_uint8_image
 from grain_pl.evaluation.protocol import LR_METRIC_COLUMNS, SimilarityModel
-from grain_pl.io.images import from_uint8
+from grain_pl.io.images import check_uint8_image, from_uint8
 from grain_pl.metrics.image_quality import capped_psnr, luma, to_unit_range
 from grain_pl.metrics.lr_fidelity import lr_fidelity
 
@@ -38,7 +37,7 @@ class ReconstructionScorer:
     @torch.inference_mode()
     def score(self, outputs_uint8: torch.Tensor, target_uint8: torch.Tensor) -> list[dict[str, float | None]]:
         """outputs (N, 3, H, W) uint8 vs target (3, H, W) uint8 -> N dicts with every METRIC_COLUMNS entry."""
-        _check_uint8_image(target_uint8, "target")
+        check_uint8_image(target_uint8, "target")
         rows: list[dict[str, float | None]] = []
         for chunk in outputs_uint8.split(METRIC_CHUNK):
             rows += self._score_chunk(chunk.to(self.device), target_uint8.to(self.device))
@@ -66,7 +65,7 @@ class ReconstructionScorer:
 def lr_scores(lrs_uint8: Sequence[torch.Tensor | None], target_uint8: torch.Tensor) -> list[dict[str, float | None]]:
     """Each stored LR (uint8 (3, h, w), or None for a method without one) against the reference thumbnail of the
     target (3, H, W) -> one dict with every LR_METRIC_COLUMNS entry per LR (None where there is no LR)."""
-    _check_uint8_image(target_uint8, "target")
+    check_uint8_image(target_uint8, "target")
     rows: list[dict[str, float | None]] = [dict.fromkeys(LR_METRIC_COLUMNS) for _ in lrs_uint8]
     present = [index for index, lr in enumerate(lrs_uint8) if lr is not None]
     if present:

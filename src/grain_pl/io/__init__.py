@@ -1,4 +1,4 @@
-"""Pixels and files: the one mapping between image tensors and 8-bit pixels, and atomic file writes."""
+"""Pixels and files: images <-> tensors (`grain_pl.io.images`) and atomic file writes (`grain_pl.io.files`)."""
 
 from grain_pl.io.images import LEVELS, from_uint8, to_uint8
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from grain_pl.networks.stylegan2.layers import channels_at
 
 
 def _log2_exact(value: int, name: str) -> int:
@@ -109,9 +112,7 @@ class GrainConfig:
 
     def generator_channels(self, resolution: int) -> int:
         """rosinality's channel table, capped at generator_channel_max."""
-        table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
-        base = table[resolution] * (self.channel_multiplier if resolution >= 64 else 1)
-        return min(base, self.generator_channel_max)
+        return channels_at(resolution, self.channel_multiplier, self.generator_channel_max)
 
     def replace(self, **changes) -> GrainConfig:
         return dataclasses.replace(self, **changes)
@@ -152,4 +153,16 @@ def get_preset(name: str, **overrides) -> GrainConfig:
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
 
 
-__all__ = ["GrainConfig", "PRESETS", "get_preset"]
+def build_config(network: str | Mapping | GrainConfig, overrides: Mapping | None = None) -> GrainConfig:
+    """A GrainConfig from a preset name, a GrainConfig as a dict (`as_dict()`) or a GrainConfig, with some numbers
+    changed by `overrides`."""
+    if isinstance(network, GrainConfig):
+        config = network
+    elif isinstance(network, str):
+        config = get_preset(network)
+    else:
+        config = GrainConfig(**dict(network))
+    return config.replace(**dict(overrides)) if overrides else config
+
+
+__all__ = ["GrainConfig", "PRESETS", "build_config", "get_preset"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -39,40 +38,21 @@ from grain_pl.losses.identity import IdentityLoss
 from grain_pl.losses.reconstruction import LRGuidanceLoss, downsample, pixel_loss
 from grain_pl.metrics.image_quality import ImageQualityMetrics, quantize_like_png
 from grain_pl.metrics.lr_fidelity import lr_fidelity
-from grain_pl.networks import GRAIN, GrainConfig, GrainOutput, get_preset
+from grain_pl.networks import GRAIN, GrainOutput
+from grain_pl.networks.config import build_config
 from grain_pl.networks.patch_discriminator import PatchDiscriminator
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator
 from grain_pl.stages.gan_loop import GanLoop
 from grain_pl.training.optim import build_optimizer
 from grain_pl.weights.grain_checkpoint import load_prior_into, save_grain
-from grain_pl.weights.io import CheckpointError, check_state_dict, read_checkpoint, read_safetensors_checkpoint
+from grain_pl.weights.io import check_state_dict
+from grain_pl.weights.stage_checkpoint import read_stage_checkpoint
 
 GRAIN_PARTS = ("encoder", "decoder", "latent_codes", "fusion")
 # Frozen networks that come from their own files: never written into stage checkpoints.
 FROZEN_PREFIXES = ("grain.generator.", "perceptual.", "identity.")
 
 AdversarialKind = Literal["ragan", "logistic", "wgan"]
-
-
-def build_config(network: str | Mapping | GrainConfig, overrides: Mapping | None = None) -> GrainConfig:
-    if isinstance(network, GrainConfig):
-        config = network
-    elif isinstance(network, str):
-        config = get_preset(network)
-    else:
-        config = GrainConfig(**dict(network))
-    return config.replace(**dict(overrides)) if overrides else config
-
-
-def read_stage_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The `grain.*` tensors of a stage checkpoint (.ckpt) or of a grain_pl model file (.safetensors)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        return {f"grain.{key}": value for key, value in read_safetensors_checkpoint(path).items()}
-    checkpoint = read_checkpoint(path)
-    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path}: not a Lightning checkpoint of a grain_pl stage (no 'state_dict')")
-    return {key: value for key, value in checkpoint["state_dict"].items() if key.startswith("grain.")}
 
 
 class GrainStage(GanLoop):

@@ -8,7 +8,8 @@ a *copy into the target file*, so a kill during it truncates `last.ckpt`, the on
 never fsyncs, leaves a checkpoint-sized orphan in $TMPDIR at every kill and keeps a second copy in memory.
 
 This plugin writes `<name>.partial` beside the target, fsyncs it, `os.replace`s it over the target (atomic
-within one filesystem) and fsyncs the folder: a reader sees the old file or the new one, never a mix. A kill
+within one filesystem) and fsyncs the folder (`grain_pl.io.files.atomic_write`): a reader sees the old file or
+the new one, never a mix. A kill
 leaves at most one stale `<name>.partial`, which the next save of that name overwrites; its suffix is not
 `.ckpt`, so Lightning never takes it for a checkpoint. Remote paths (s3://, gs://, ...) keep Lightning's
 behaviour: an object upload is already all-or-nothing.
@@ -24,11 +25,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from grain_pl.io.files import fsync_directory, save_torch
+
+__all__ = ["PARTIAL_SUFFIX", "AtomicCheckpointIO", "atomic_torch_save", "fsync_directory", "partial_path"]
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -39,35 +43,9 @@ def partial_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
-def fsync_directory(folder: str | os.PathLike) -> None:
-    """Make a rename inside `folder` durable (POSIX; a no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:  # some filesystems refuse fsync on folders; the rename itself is still atomic
-        pass
-    finally:
-        os.close(descriptor)
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save(obj, path)`, but `path` holds either its previous content or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = partial_path(path)
-    try:
-        with open(partial, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())  # the data is on disk before the rename makes it visible
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
+    save_torch(obj, path, overwrite=True, temporary=partial_path(path))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -11,7 +11,14 @@ from pathlib import Path
 import torch
 
 from grain_pl.networks import GRAIN, GrainConfig
-from grain_pl.weights.io import CheckpointError, PathLike, load_safetensors, load_strict, save_safetensors
+from grain_pl.weights.io import (
+    CheckpointError,
+    PathLike,
+    load_safetensors,
+    load_strict,
+    read_safetensors_metadata,
+    save_safetensors,
+)
 from grain_pl.weights.stylegan2_rosinality import load_stylegan2_prior
 
 FORMAT = "grain_pl.grain/1"
@@ -37,13 +44,7 @@ def save_grain(grain: GRAIN, path: PathLike, *, overwrite: bool = False, **metad
 
 
 def read_grain_config(path: PathLike) -> GrainConfig:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-    except Exception as err:  # noqa: BLE001 - any failure means the file is not one of ours
-        raise CheckpointError(f"{path}: cannot read it as a grain_pl model file (safetensors): {err}") from err
+    header = read_safetensors_metadata(path, "cannot read it as a grain_pl model file (safetensors)")
     if header.get("format") != FORMAT or "config" not in header:
         raise CheckpointError(f"{path}: not a grain_pl model file (expected header format {FORMAT!r}, "
                               f"got {header.get('format')!r})")

