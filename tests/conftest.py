@@ -51,3 +51,4 @@ def isolated_wandb(tmp_path, monkeypatch):
 
     if wandb.run is not None:
         wandb.finish()
+    wandb.teardown()  # the W&B singleton keeps settings (mode, folders) from this test's environment otherwise
