@@ -6,7 +6,7 @@ PIP    := $(BIN)/pip install --constraint constraints.txt
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint bench bench-codec bench-stages clean train train-prior train-stage1 train-stage2 train-stage3 train-final
+.PHONY: help install demo test test-fast lint bench bench-codec bench-demo bench-stages clean train train-prior train-stage1 train-stage2 train-stage3 train-final
 
 # Training settings (override on the command line: make train-stage1 DATA=conf/data/cat_256.yaml DEVICES=2)
 DATA      ?= conf/data/celebahq_1024.yaml
@@ -38,9 +38,10 @@ $(STAMP): setup.cfg constraints.txt
 
 install: $(STAMP)  ## create .venv and install grain_pl with its pins (torch 2.14.1, torchvision 0.29.1)
 
-DEMO_MINUTES ?= 14
-demo: $(STAMP)  ## the embedded default: train the whole chain on scikit-image photos, evaluate (runs/demo)
-	$(BIN)/grain demo --minutes $(DEMO_MINUTES) --output runs/demo
+# e.g. make demo DEMO_ARGS="--scale 2" (twice the iterations), DEMO_ARGS="--seed 1", DEMO_ARGS="--minutes 60" (cap)
+DEMO_ARGS ?=
+demo: $(STAMP)  ## the embedded default: train the whole chain on scikit-image photos for fixed iterations, evaluate (runs/demo)
+	$(BIN)/grain demo --output runs/demo $(DEMO_ARGS)
 
 test: $(STAMP)  ## run the test suite (CPU, no downloads)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -56,6 +57,9 @@ bench: $(STAMP)  ## forward/training-step time and peak memory at the paper pres
 
 bench-codec: $(STAMP)  ## encode/decode latency and peak memory (paper preset at 1024, demo preset)
 	$(BIN)/python benchmarks/bench_codec.py
+
+bench-demo: $(STAMP)  ## the demo's training throughput per stage: today's settings vs each CPU speed option, as ratios
+	$(BIN)/python benchmarks/bench_demo.py $(BENCH_DEMO_ARGS)
 
 bench-stages: $(STAMP)  ## training-step time per stage (tiny and 256-px presets) and the final stage's memory
 	$(BIN)/python benchmarks/bench_stages.py --preset tiny-64-lr8 --iterations 8
