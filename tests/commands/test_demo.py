@@ -182,7 +182,7 @@ def test_comparison_image_has_one_labelled_column_per_picture():
 
 def test_comparison_rows_are_the_evaluation_pictures(tmp_path):
     from grain_pl.codec import GrainModule
-    from grain_pl.evaluation.run import resize_baseline
+    from grain_pl.evaluation import resize_baseline
     from grain_pl.io.images import from_uint8, to_uint8
 
     torch.manual_seed(0)

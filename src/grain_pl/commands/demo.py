@@ -241,7 +241,7 @@ def comparison_rows(model, files: Sequence[Path]) -> list[dict[str, np.ndarray]]
     reference), `bicubic` (its upscaling) and `grain` (GRAIN's HR), through the evaluation's own code."""
     import torch
 
-    from grain_pl.evaluation.run import decode_image_bytes, grain_reconstruction, resize_baseline
+    from grain_pl.evaluation import decode_image_bytes, grain_reconstruction, resize_baseline
 
     def pixels(tensor: torch.Tensor) -> np.ndarray:
         return tensor.permute(1, 2, 0).numpy()
