@@ -11,6 +11,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+LR_PARAMETERISATIONS = ("free", "bicubic_residual")
+
 
 def _log2_exact(value: int, name: str) -> int:
     exponent = int(round(math.log2(value))) if value > 0 else -1
@@ -44,8 +46,15 @@ class GrainConfig:
     fusion_channels: tuple[int, ...] = (128, 64, 32)
     fusion_head_channels: tuple[int, ...] = (128, 64)
     se_reduction: int = 16
+    # What the encoder's output means. "free": the LR itself (the paper). "bicubic_residual": a correction added
+    # to the antialiased bicubic thumbnail of the HR (its last conv starts at zero, so an untrained encoder
+    # already stores the thumbnail); the LR-guidance loss then bounds how far the LR strays from a thumbnail.
+    lr_parameterisation: str = "free"
 
     def __post_init__(self) -> None:
+        if self.lr_parameterisation not in LR_PARAMETERISATIONS:
+            raise ValueError(f"lr_parameterisation must be one of {LR_PARAMETERISATIONS}, "
+                             f"got {self.lr_parameterisation!r}")
         hr_log2 = _log2_exact(self.hr_size, "hr_size")
         lr_log2 = _log2_exact(self.lr_size, "lr_size")
         if not 2 <= self.code_head_size <= 16:
@@ -152,4 +161,4 @@ def get_preset(name: str, **overrides) -> GrainConfig:
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
 
 
-__all__ = ["GrainConfig", "PRESETS", "get_preset"]
+__all__ = ["LR_PARAMETERISATIONS", "GrainConfig", "PRESETS", "get_preset"]

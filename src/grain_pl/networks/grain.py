@@ -63,7 +63,8 @@ class GRAIN(nn.Module):
         cfg = self.config
 
         # Invertible Extreme Rescaling Module
-        self.encoder = Encoder(cfg.num_downsamples, cfg.channels, cfg.growth_channels, cfg.encoder_blocks)
+        self.encoder = Encoder(cfg.num_downsamples, cfg.channels, cfg.growth_channels, cfg.encoder_blocks,
+                               lr_parameterisation=cfg.lr_parameterisation)
         self.quantize = Quantize(noise_at_eval=quantize_noise_at_eval)
         light = {r for r in cfg.decoder_resolutions if cfg.uses_light_blocks(r)}
         self.decoder = Decoder(cfg.decoder_resolutions, cfg.blocks_per_scale, light, cfg.channels,
