@@ -51,6 +51,7 @@ class Variant:
     """One setting of the levers. `final_*` fields of None copy stage 1's."""
 
     parameterisation: str = "free"
+    hr_parameterisation: str = "free"
     lr_weight: float = 0.1
     lr_mode: str = "bilinear"
     final_lr_weight: float | None = None
@@ -72,6 +73,11 @@ VARIANTS: dict[str, Variant] = {
     "residual-3": Variant("bicubic_residual", lr_weight=3.0, lr_mode="bicubic"),
     "residual-10": Variant("bicubic_residual", lr_weight=10.0, lr_mode="bicubic"),
     "residual-1-bilinear": Variant("bicubic_residual", lr_weight=1.0, lr_mode="bilinear"),
+    # ... and the HR as a correction of the LR's bicubic upscale
+    "residual-1-hr": Variant("bicubic_residual", "bicubic_residual", lr_weight=1.0, lr_mode="bicubic"),
+    "residual-0.1-hr": Variant("bicubic_residual", "bicubic_residual", lr_weight=0.1, lr_mode="bicubic"),
+    "residual-0-hr": Variant("bicubic_residual", "bicubic_residual", lr_weight=0.0, lr_mode="bicubic"),
+    "free-0.1-hr": Variant(hr_parameterisation="bicubic_residual"),
     # how the final stage treats the LR (it fine-tunes the encoder end to end)
     "residual-1-final-0": Variant("bicubic_residual", lr_weight=1.0, lr_mode="bicubic", final_lr_weight=0.0),
     "residual-1-final-10": Variant("bicubic_residual", lr_weight=1.0, lr_mode="bicubic", final_lr_weight=10.0),
@@ -132,7 +138,8 @@ def _stage(stage_class, variant: Variant, stage: str, iterations: int, prior_pat
     lr_mode = variant.final_lr_mode if final and variant.final_lr_mode is not None else variant.lr_mode
     weights = LossWeights(pixel=1.0, lpips=variant.lpips, identity=0.0, adversarial=0.0,
                           lr=lr_weight if stage in ("stage1", "final") else 0.0)
-    return stage_class(network=PRESET, network_overrides={"lr_parameterisation": variant.parameterisation},
+    return stage_class(network=PRESET, network_overrides={"lr_parameterisation": variant.parameterisation,
+                                                        "hr_parameterisation": variant.hr_parameterisation},
                        prior_path=None if prior_path is None else str(prior_path), loss_weights=weights,
                        lr_loss_mode=lr_mode, metrics_lpips=False, max_iterations=iterations,
                        learning_rate=variant.final_learning_rate if final else variant.learning_rate)
@@ -223,7 +230,7 @@ def score(grain, test_dir: Path, output: str, picture: Path) -> dict:
     lr_size = grain.config.lr_size
     lr_levels = to_uint8(grain.encode(hr))  # eval mode: rounded, exactly the stored PNG's levels
     lr = from_uint8(lr_levels)
-    decoded = grain.decoder(lr)[0] if output == "y_inv" else grain.decode(lr).hr_out
+    decoded = getattr(grain.decode(lr), output)
     out_levels = to_uint8(decoded)
     # the bicubic baseline of `grain evaluate`: its stored LR (the reference thumbnail) and its upscaled HR
     baselines = [resize_baseline(image, lr_size, "bicubic") for image in hr_levels]
@@ -251,8 +258,8 @@ def score(grain, test_dir: Path, output: str, picture: Path) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| variant | encoder | LR weight, target (stage 1 / final) | iterations | lr_psnr | PSNR | LPIPS | "
-             "bicubic PSNR / LPIPS | train it/s |",
+    lines = ["| variant | LR / HR parameterisation | LR weight, target (stage 1 / final) | iterations | lr_psnr | PSNR "
+             "| LPIPS | bicubic PSNR / LPIPS | train it/s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for result in results:
         settings = result["settings"]
@@ -264,7 +271,8 @@ def table(results: list[dict]) -> str:
         order = ("prior", "stage1", "stage2", "stage3", "final")
         iterations = "/".join(str(result["iterations"][s]) for s in order if s in result["iterations"])
         speed = ", ".join(f"{s} {t['it_per_s']:.2f}" for s, t in result["timing"].items())
-        lines.append(f"| {result['variant']} | {settings['parameterisation']} | {stage1} | {iterations} | "
+        parameterisation = f"{settings['parameterisation']} / {settings.get('hr_parameterisation', 'free')}"
+        lines.append(f"| {result['variant']} | {parameterisation} | {stage1} | {iterations} | "
                      f"{result['lr_psnr']:.2f} | {result['psnr']:.2f} | {result['lpips']:.3f} | "
                      f"{result['bicubic_psnr']:.2f} / {result['bicubic_lpips']:.3f} | {speed or 'cached'} |")
     return "\n".join(lines)

@@ -41,7 +41,7 @@ def test_free_builds_the_same_weights_and_outputs_as_the_preset() -> None:
     torch.manual_seed(3)
     default = GRAIN(PRESET).eval()
     torch.manual_seed(3)
-    explicit = GRAIN(get_preset(PRESET, lr_parameterisation="free")).eval()
+    explicit = GRAIN(get_preset(PRESET, lr_parameterisation="free", hr_parameterisation="free")).eval()
     for (name, a), b in zip(default.state_dict().items(), explicit.state_dict().values()):
         assert torch.equal(a, b), name
     with torch.no_grad():
@@ -108,3 +108,71 @@ def test_unknown_parameterisation_is_refused() -> None:
         get_preset(PRESET, lr_parameterisation="bicubic")
     with pytest.raises(ValueError, match="lr_parameterisation"):
         Encoder(3, lr_parameterisation="residual")
+
+
+# ----- hr_parameterisation: y_inv and the final image as corrections of the LR's bicubic upscale -----
+
+
+def _both_residual() -> GrainConfig:
+    return get_preset(PRESET, lr_parameterisation="bicubic_residual", hr_parameterisation="bicubic_residual")
+
+
+def test_free_hr_is_the_default_and_the_heads_outputs_are_returned_as_they_are() -> None:
+    assert GrainConfig().hr_parameterisation == "free"
+    assert all(get_preset(name).hr_parameterisation == "free" for name in ("paper-1024-lr16", "demo-64-lr8"))
+    grain = GRAIN(PRESET).eval()
+    lr = torch.rand(2, 3, 8, 8) * 2 - 1
+    with torch.no_grad():
+        out = grain.decode(lr)
+        y_inv, features = grain.decoder(lr)
+        prior = grain.generator.synthesize(out.w_plus, noise_mode="const", return_features=True)
+        assert torch.equal(out.y_inv, y_inv)
+        assert torch.equal(out.hr_out, grain.fusion(features, prior.features))
+
+
+def test_untrained_hr_residual_decodes_as_the_bicubic_baseline() -> None:
+    grain = GRAIN(_both_residual()).eval()
+    hr_levels = _hr_levels(seed=2)
+    with torch.no_grad():
+        lr = from_uint8(to_uint8(grain.encode(from_uint8(hr_levels))))
+        out = grain.decode(lr)
+    expected = F.interpolate(lr, size=(64, 64), mode="bicubic", align_corners=False, antialias=True)
+    assert torch.equal(out.hr_out, expected) and torch.equal(out.y_inv, expected)
+    # the bicubic baseline of `grain evaluate` upscales 0..255 levels: the same up to float rounding at .5
+    baseline = torch.stack([resize_baseline(image, 8, "bicubic").output for image in hr_levels])
+    difference = (to_uint8(out.hr_out).int() - baseline.int()).abs()
+    assert difference.max() <= 1 and (difference > 0).float().mean() < 1e-3
+
+
+def test_hr_residual_adds_the_upscale_to_both_heads() -> None:
+    torch.manual_seed(0)
+    grain = GRAIN(get_preset(PRESET, hr_parameterisation="bicubic_residual")).eval()
+    with torch.no_grad():
+        grain.decoder.to_hr[-1].bias.fill_(0.1)
+        grain.fusion.head[-1].bias.fill_(-0.2)
+    lr = torch.rand(2, 3, 8, 8) * 2 - 1
+    with torch.no_grad():
+        out = grain.decode(lr)
+        y_inv, features = grain.decoder(lr)
+        prior = grain.generator.synthesize(out.w_plus, noise_mode="const", return_features=True)
+        hr_out = grain.fusion(features, prior.features)
+    def upscale(image: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(image, size=(64, 64), mode="bicubic", align_corners=False, antialias=True)
+
+    torch.testing.assert_close(out.y_inv, y_inv + upscale(lr))
+    torch.testing.assert_close(out.hr_out, hr_out + upscale(lr))
+    hr = from_uint8(_hr_levels())
+    with torch.no_grad():
+        stage1_lr = grain.encode(hr)
+        torch.testing.assert_close(grain.rescale(hr).y_inv, grain.decoder(stage1_lr)[0] + upscale(stage1_lr))
+
+
+def test_hr_residual_keeps_the_state_dict() -> None:
+    free, residual = GRAIN(PRESET), GRAIN(_both_residual())
+    assert {k: v.shape for k, v in free.state_dict().items()} == {k: v.shape for k, v in residual.state_dict().items()}
+    residual.load_state_dict(free.state_dict())
+
+
+def test_unknown_hr_parameterisation_is_refused() -> None:
+    with pytest.raises(ValueError, match="hr_parameterisation"):
+        get_preset(PRESET, hr_parameterisation="bilinear_residual")

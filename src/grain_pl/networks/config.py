@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 LR_PARAMETERISATIONS = ("free", "bicubic_residual")
+HR_PARAMETERISATIONS = ("free", "bicubic_residual")
 
 
 def _log2_exact(value: int, name: str) -> int:
@@ -50,11 +51,18 @@ class GrainConfig:
     # to the antialiased bicubic thumbnail of the HR (its last conv starts at zero, so an untrained encoder
     # already stores the thumbnail); the LR-guidance loss then bounds how far the LR strays from a thumbnail.
     lr_parameterisation: str = "free"
+    # What the decoder's y_inv head and the fusion's output mean. "free": the HR image (the paper).
+    # "bicubic_residual": a correction added to the bicubic upscale of the LR (both last convs start at zero, so an
+    # untrained network decodes as the bicubic baseline does).
+    hr_parameterisation: str = "free"
 
     def __post_init__(self) -> None:
         if self.lr_parameterisation not in LR_PARAMETERISATIONS:
             raise ValueError(f"lr_parameterisation must be one of {LR_PARAMETERISATIONS}, "
                              f"got {self.lr_parameterisation!r}")
+        if self.hr_parameterisation not in HR_PARAMETERISATIONS:
+            raise ValueError(f"hr_parameterisation must be one of {HR_PARAMETERISATIONS}, "
+                             f"got {self.hr_parameterisation!r}")
         hr_log2 = _log2_exact(self.hr_size, "hr_size")
         lr_log2 = _log2_exact(self.lr_size, "lr_size")
         if not 2 <= self.code_head_size <= 16:
@@ -161,4 +169,4 @@ def get_preset(name: str, **overrides) -> GrainConfig:
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
 
 
-__all__ = ["LR_PARAMETERISATIONS", "GrainConfig", "PRESETS", "get_preset"]
+__all__ = ["HR_PARAMETERISATIONS", "LR_PARAMETERISATIONS", "GrainConfig", "PRESETS", "get_preset"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from grain_pl.networks.checkpointing import set_checkpointing
@@ -37,6 +38,12 @@ class GrainOutput:
     hr_out: torch.Tensor | None = None
     decoder_features: dict[int, torch.Tensor] | None = None
     prior_features: dict[int, torch.Tensor] | None = None
+
+
+def bicubic_upscale(lr: torch.Tensor, size: int) -> torch.Tensor:
+    """The bicubic baseline's upscale (torch's bicubic, align_corners=False; `antialias` changes nothing when
+    enlarging, and is passed as the baseline does): the base of `hr_parameterisation="bicubic_residual"`."""
+    return F.interpolate(lr, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
 
 
 def check_image(image: torch.Tensor, size: int, name: str) -> None:
@@ -80,6 +87,12 @@ class GRAIN(nn.Module):
         self.fusion = Fusion(cfg.fusion_resolutions, cfg.channels,
                              {r: cfg.generator_channels(r) for r in cfg.fusion_resolutions},
                              cfg.fusion_channels, cfg.fusion_head_channels, cfg.se_reduction)
+        if cfg.hr_parameterisation == "bicubic_residual":
+            # Zero corrections to start with: an untrained network decodes as bicubic upscaling does; the state
+            # dict keeps the paper's keys and shapes.
+            for head in (self.decoder.to_hr[-1], self.fusion.head[-1]):
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
         self.set_checkpointing(checkpointing)
 
     # ----- the data flow -----
@@ -97,7 +110,7 @@ class GRAIN(nn.Module):
         """Stage 1's path only: HR -> LR -> y_inv (no prior, no fusion)."""
         lr = self.encode(hr)
         y_inv, decoder_features = self.decoder(lr)
-        return GrainOutput(lr=lr, y_inv=y_inv, decoder_features=decoder_features)
+        return GrainOutput(lr=lr, y_inv=self._add_upscale(y_inv, lr), decoder_features=decoder_features)
 
     def decode(self, lr: torch.Tensor, return_features: bool = False) -> GrainOutput:
         check_image(lr, self.config.lr_size, "lr")
@@ -110,10 +123,16 @@ class GRAIN(nn.Module):
         # 6. fusion of decoder and prior features -> final HR image
         hr_out = self.fusion(decoder_features, prior.features)
         return GrainOutput(
-            lr=lr, y_inv=y_inv, w_plus=w_plus, prior_image=prior.image, hr_out=hr_out,
+            lr=lr, y_inv=self._add_upscale(y_inv, lr), w_plus=w_plus, prior_image=prior.image,
+            hr_out=self._add_upscale(hr_out, lr),
             decoder_features=decoder_features if return_features else None,
             prior_features=prior.features if return_features else None,
         )
+
+    def _add_upscale(self, image: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        if self.config.hr_parameterisation == "bicubic_residual":
+            return image + bicubic_upscale(lr, self.config.hr_size)
+        return image
 
     # ----- settings -----
     @property
