@@ -110,7 +110,7 @@ def test_unknown_parameterisation_is_refused() -> None:
         Encoder(3, lr_parameterisation="residual")
 
 
-# ----- hr_parameterisation: y_inv and the final image as corrections of the LR's bicubic upscale -----
+# ----- hr_parameterisation: y_inv a correction of the LR's bicubic upscale, the final image one of y_inv -----
 
 
 def _both_residual() -> GrainConfig:
@@ -144,7 +144,7 @@ def test_untrained_hr_residual_decodes_as_the_bicubic_baseline() -> None:
     assert difference.max() <= 1 and (difference > 0).float().mean() < 1e-3
 
 
-def test_hr_residual_adds_the_upscale_to_both_heads() -> None:
+def test_hr_residual_y_inv_refines_the_upscale_and_the_fusion_refines_y_inv() -> None:
     torch.manual_seed(0)
     grain = GRAIN(get_preset(PRESET, hr_parameterisation="bicubic_residual")).eval()
     with torch.no_grad():
@@ -160,7 +160,7 @@ def test_hr_residual_adds_the_upscale_to_both_heads() -> None:
         return F.interpolate(image, size=(64, 64), mode="bicubic", align_corners=False, antialias=True)
 
     torch.testing.assert_close(out.y_inv, y_inv + upscale(lr))
-    torch.testing.assert_close(out.hr_out, hr_out + upscale(lr))
+    torch.testing.assert_close(out.hr_out, hr_out + y_inv + upscale(lr))  # the fusion refines y_inv
     hr = from_uint8(_hr_levels())
     with torch.no_grad():
         stage1_lr = grain.encode(hr)

@@ -51,9 +51,10 @@ class GrainConfig:
     # to the antialiased bicubic thumbnail of the HR (its last conv starts at zero, so an untrained encoder
     # already stores the thumbnail); the LR-guidance loss then bounds how far the LR strays from a thumbnail.
     lr_parameterisation: str = "free"
-    # What the decoder's y_inv head and the fusion's output mean. "free": the HR image (the paper).
-    # "bicubic_residual": a correction added to the bicubic upscale of the LR (both last convs start at zero, so an
-    # untrained network decodes as the bicubic baseline does).
+    # What the decoder's y_inv head and the fusion's output mean. "free": HR images (the paper).
+    # "bicubic_residual": y_inv = the LR's bicubic upscale + the decoder head's correction, and the final image =
+    # y_inv + the fusion's correction (both last convs start at zero: an untrained network decodes as the bicubic
+    # baseline does, and stage 3 starts from stage 1's y_inv).
     hr_parameterisation: str = "free"
 
     def __post_init__(self) -> None:

@@ -4,6 +4,10 @@
        -> latent_codes -> w_plus -> StyleGAN2 (frozen prior) -> prior_image, prior_features
        -> fusion(decoder_features, prior_features) -> hr_out
 
+Two opt-in parameterisations (GrainConfig; the paper's "free" by default) make the images corrections of the
+classical ones: `lr_parameterisation="bicubic_residual"` (the encoder, see encoder.py) and
+`hr_parameterisation="bicubic_residual"`: y_inv = bicubic_upscale(lr) + decoder head, hr_out = y_inv + fusion.
+
 Plain nn.Modules only: no Lightning, no file I/O, no losses (see grain_pl.weights and grain_pl.stages).
 """
 
@@ -88,8 +92,8 @@ class GRAIN(nn.Module):
                              {r: cfg.generator_channels(r) for r in cfg.fusion_resolutions},
                              cfg.fusion_channels, cfg.fusion_head_channels, cfg.se_reduction)
         if cfg.hr_parameterisation == "bicubic_residual":
-            # Zero corrections to start with: an untrained network decodes as bicubic upscaling does; the state
-            # dict keeps the paper's keys and shapes.
+            # Zero corrections to start with: an untrained network decodes as bicubic upscaling does, and a fresh
+            # fusion returns y_inv as it is; the state dict keeps the paper's keys and shapes.
             for head in (self.decoder.to_hr[-1], self.fusion.head[-1]):
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
@@ -116,23 +120,25 @@ class GRAIN(nn.Module):
         check_image(lr, self.config.lr_size, "lr")
         # 3. decoder: LR -> y_inv and a feature map at every scale
         y_inv, decoder_features = self.decoder(lr)
+        y_inv = self._add_upscale(y_inv, lr)
         # 4. latent-code bank: decoder features -> W+
         w_plus = self.latent_codes(decoder_features)
         # 5. frozen StyleGAN2: W+ -> prior image and its features
         prior = self.generator.synthesize(w_plus, noise_mode=self.current_noise_mode, return_features=True)
         # 6. fusion of decoder and prior features -> final HR image
         hr_out = self.fusion(decoder_features, prior.features)
+        if self.config.hr_parameterisation == "bicubic_residual":
+            hr_out = hr_out + y_inv  # the fusion refines y_inv, so stage 3 starts from stage 1's result
         return GrainOutput(
-            lr=lr, y_inv=self._add_upscale(y_inv, lr), w_plus=w_plus, prior_image=prior.image,
-            hr_out=self._add_upscale(hr_out, lr),
+            lr=lr, y_inv=y_inv, w_plus=w_plus, prior_image=prior.image, hr_out=hr_out,
             decoder_features=decoder_features if return_features else None,
             prior_features=prior.features if return_features else None,
         )
 
-    def _add_upscale(self, image: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+    def _add_upscale(self, y_inv: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         if self.config.hr_parameterisation == "bicubic_residual":
-            return image + bicubic_upscale(lr, self.config.hr_size)
-        return image
+            return y_inv + bicubic_upscale(lr, self.config.hr_size)
+        return y_inv
 
     # ----- settings -----
     @property
