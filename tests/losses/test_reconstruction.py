@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from grain_pl.losses import LRGuidanceLoss, downsample, pixel_loss
+from grain_pl.networks.encoder import bicubic_thumbnail
 
 
 def test_bilinear_64x_is_the_mean_of_each_blocks_central_2x2() -> None:
@@ -58,6 +59,18 @@ def test_lr_guidance_antialias_target_differs_on_the_checkerboard() -> None:
     assert LRGuidanceLoss("antialias")(lr, checkerboard) > 0.8
 
 
+def test_bicubic_target_is_the_reference_thumbnail() -> None:
+    # The bicubic baseline's downscale (torch's antialiased bicubic), the same function the encoder's
+    # "bicubic_residual" option starts from, so a thumbnail LR costs nothing and lr_psnr measures this loss.
+    hr = torch.rand(2, 3, 64, 64) * 2 - 1
+    expected = F.interpolate(hr, size=(8, 8), mode="bicubic", align_corners=False, antialias=True)
+    assert torch.equal(downsample(hr, 8, "bicubic"), expected)
+    assert LRGuidanceLoss("bicubic")(bicubic_thumbnail(hr, 8), hr) == 0
+    assert LRGuidanceLoss("bicubic")(downsample(hr, 8, "antialias"), hr) > 0
+    checkerboard = _aliasing_checkerboard(256)
+    assert downsample(checkerboard, 4, "bicubic").abs().max() < 0.1  # low-passed, unlike the official target
+
+
 def test_lr_guidance_loss_gradient_reaches_the_lr() -> None:
     lr = torch.zeros(2, 3, 4, 4, requires_grad=True)
     LRGuidanceLoss()(lr, torch.ones(2, 3, 32, 32)).backward()
@@ -76,7 +89,7 @@ def test_pixel_loss_is_the_mean_squared_error_over_all_elements() -> None:
 
 def test_invalid_arguments_raise() -> None:
     with pytest.raises(ValueError, match="mode"):
-        LRGuidanceLoss("bicubic")  # type: ignore[arg-type]
+        LRGuidanceLoss("nearest")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="mode"):
         downsample(torch.zeros(1, 3, 8, 8), 4, "area")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="shapes differ"):

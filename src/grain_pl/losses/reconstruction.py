@@ -3,7 +3,10 @@
 The LR guidance term pulls the encoder's 16x16 LR towards a downscaled copy of the HR image so that the LR
 stays a viewable thumbnail. The official target is `F.interpolate(bilinear)` without antialiasing, which at
 64x only averages the central 2x2 pixels of each 64x64 block (an aliased point sample, docs/method.md §6.17);
-`mode="antialias"` offers a properly low-passed target instead.
+`mode="antialias"` offers a low-passed target instead (kornia: Gaussian blur, then bilinear), and
+`mode="bicubic"` the reference thumbnail itself (`bicubic_thumbnail`: torch's antialiased bicubic, the bicubic
+baseline's downscale and the base of the encoder's "bicubic_residual" option), so the loss measures exactly the
+distance that `lr_psnr` reports.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DownsampleMode = Literal["bilinear", "antialias"]
-_DOWNSAMPLE_MODES: tuple[str, ...] = ("bilinear", "antialias")
+from grain_pl.networks.encoder import bicubic_thumbnail
+
+DownsampleMode = Literal["bilinear", "antialias", "bicubic"]
+_DOWNSAMPLE_MODES: tuple[str, ...] = ("bilinear", "antialias", "bicubic")
 
 
 def downsample(image: torch.Tensor, size: int, mode: DownsampleMode = "bilinear") -> torch.Tensor:
     """Resize (B, C, H, W) images to (B, C, size, size).
 
     "bilinear" is the official target (align_corners=False, no antialias); "antialias" is kornia's resize,
-    which Gaussian-blurs (sigma = (factor - 1) / 2) before the same bilinear sampling.
+    which Gaussian-blurs (sigma = (factor - 1) / 2) before the same bilinear sampling; "bicubic" is the
+    reference thumbnail (`grain_pl.networks.encoder.bicubic_thumbnail`).
     """
     if mode not in _DOWNSAMPLE_MODES:
         raise ValueError(f"downsample mode must be one of {_DOWNSAMPLE_MODES}, got {mode!r}")
@@ -32,6 +38,8 @@ def downsample(image: torch.Tensor, size: int, mode: DownsampleMode = "bilinear"
         raise ValueError(f"size must be positive, got {size}")
     if mode == "bilinear":
         return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    if mode == "bicubic":
+        return bicubic_thumbnail(image, size)
 
     from kornia.geometry.transform import resize  # deferred: only this mode needs kornia
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from grain_pl.networks.stylegan2.layers import channels_at
 
+LR_PARAMETERISATIONS = ("free", "bicubic_residual")
+HR_PARAMETERISATIONS = ("free", "bicubic_residual")
+
 
 def _log2_exact(value: int, name: str) -> int:
     exponent = int(round(math.log2(value))) if value > 0 else -1
@@ -47,8 +50,23 @@ class GrainConfig:
     fusion_channels: tuple[int, ...] = (128, 64, 32)
     fusion_head_channels: tuple[int, ...] = (128, 64)
     se_reduction: int = 16
+    # What the encoder's output means. "free": the LR itself (the paper). "bicubic_residual": a correction added
+    # to the antialiased bicubic thumbnail of the HR (its last conv starts at zero, so an untrained encoder
+    # already stores the thumbnail); the LR-guidance loss then bounds how far the LR strays from a thumbnail.
+    lr_parameterisation: str = "free"
+    # What the decoder's y_inv head and the fusion's output mean. "free": HR images (the paper).
+    # "bicubic_residual": y_inv = the LR's bicubic upscale + the decoder head's correction, and the final image =
+    # y_inv + the fusion's correction (both last convs start at zero: an untrained network decodes as the bicubic
+    # baseline does, and stage 3 starts from stage 1's y_inv).
+    hr_parameterisation: str = "free"
 
     def __post_init__(self) -> None:
+        if self.lr_parameterisation not in LR_PARAMETERISATIONS:
+            raise ValueError(f"lr_parameterisation must be one of {LR_PARAMETERISATIONS}, "
+                             f"got {self.lr_parameterisation!r}")
+        if self.hr_parameterisation not in HR_PARAMETERISATIONS:
+            raise ValueError(f"hr_parameterisation must be one of {HR_PARAMETERISATIONS}, "
+                             f"got {self.hr_parameterisation!r}")
         hr_log2 = _log2_exact(self.hr_size, "hr_size")
         lr_log2 = _log2_exact(self.lr_size, "lr_size")
         if not 2 <= self.code_head_size <= 16:
@@ -165,4 +183,4 @@ def build_config(network: str | Mapping | GrainConfig, overrides: Mapping | None
     return config.replace(**dict(overrides)) if overrides else config
 
 
-__all__ = ["GrainConfig", "PRESETS", "build_config", "get_preset"]
+__all__ = ["HR_PARAMETERISATIONS", "LR_PARAMETERISATIONS", "GrainConfig", "PRESETS", "build_config", "get_preset"]

@@ -4,6 +4,10 @@
        -> latent_codes -> w_plus -> StyleGAN2 (frozen prior) -> prior_image, prior_features
        -> fusion(decoder_features, prior_features) -> hr_out
 
+Two opt-in parameterisations (GrainConfig; the paper's "free" by default) make the images corrections of the
+classical ones: `lr_parameterisation="bicubic_residual"` (the encoder, see encoder.py) and
+`hr_parameterisation="bicubic_residual"`: y_inv = bicubic_upscale(lr) + decoder head, hr_out = y_inv + fusion.
+
 Plain nn.Modules only: no Lightning, no file I/O, no losses (see grain_pl.weights and grain_pl.stages).
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from grain_pl.networks.checkpointing import set_checkpointing
@@ -39,6 +44,12 @@ class GrainOutput:
     prior_features: dict[int, torch.Tensor] | None = None
 
 
+def bicubic_upscale(lr: torch.Tensor, size: int) -> torch.Tensor:
+    """The bicubic baseline's upscale (torch's bicubic, align_corners=False; `antialias` changes nothing when
+    enlarging, and is passed as the baseline does): the base of `hr_parameterisation="bicubic_residual"`."""
+    return F.interpolate(lr, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+
+
 def check_image(image: torch.Tensor, size: int, name: str) -> None:
     """A ValueError naming the expected and the given shape, for HR and LR inputs."""
     if image.dim() != 4 or image.shape[1] != 3 or tuple(image.shape[2:]) != (size, size):
@@ -63,7 +74,8 @@ class GRAIN(nn.Module):
         cfg = self.config
 
         # Invertible Extreme Rescaling Module
-        self.encoder = Encoder(cfg.num_downsamples, cfg.channels, cfg.growth_channels, cfg.encoder_blocks)
+        self.encoder = Encoder(cfg.num_downsamples, cfg.channels, cfg.growth_channels, cfg.encoder_blocks,
+                               lr_parameterisation=cfg.lr_parameterisation)
         self.quantize = Quantize(noise_at_eval=quantize_noise_at_eval)
         light = {r for r in cfg.decoder_resolutions if cfg.uses_light_blocks(r)}
         self.decoder = Decoder(cfg.decoder_resolutions, cfg.blocks_per_scale, light, cfg.channels,
@@ -79,6 +91,12 @@ class GRAIN(nn.Module):
         self.fusion = Fusion(cfg.fusion_resolutions, cfg.channels,
                              {r: cfg.generator_channels(r) for r in cfg.fusion_resolutions},
                              cfg.fusion_channels, cfg.fusion_head_channels, cfg.se_reduction)
+        if cfg.hr_parameterisation == "bicubic_residual":
+            # Zero corrections to start with: an untrained network decodes as bicubic upscaling does, and a fresh
+            # fusion returns y_inv as it is; the state dict keeps the paper's keys and shapes.
+            for head in (self.decoder.to_hr[-1], self.fusion.head[-1]):
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
         self.set_checkpointing(checkpointing)
 
     # ----- the data flow -----
@@ -96,23 +114,31 @@ class GRAIN(nn.Module):
         """Stage 1's path only: HR -> LR -> y_inv (no prior, no fusion)."""
         lr = self.encode(hr)
         y_inv, decoder_features = self.decoder(lr)
-        return GrainOutput(lr=lr, y_inv=y_inv, decoder_features=decoder_features)
+        return GrainOutput(lr=lr, y_inv=self._add_upscale(y_inv, lr), decoder_features=decoder_features)
 
     def decode(self, lr: torch.Tensor, return_features: bool = False) -> GrainOutput:
         check_image(lr, self.config.lr_size, "lr")
         # 3. decoder: LR -> y_inv and a feature map at every scale
         y_inv, decoder_features = self.decoder(lr)
+        y_inv = self._add_upscale(y_inv, lr)
         # 4. latent-code bank: decoder features -> W+
         w_plus = self.latent_codes(decoder_features)
         # 5. frozen StyleGAN2: W+ -> prior image and its features
         prior = self.generator.synthesize(w_plus, noise_mode=self.current_noise_mode, return_features=True)
         # 6. fusion of decoder and prior features -> final HR image
         hr_out = self.fusion(decoder_features, prior.features)
+        if self.config.hr_parameterisation == "bicubic_residual":
+            hr_out = hr_out + y_inv  # the fusion refines y_inv, so stage 3 starts from stage 1's result
         return GrainOutput(
             lr=lr, y_inv=y_inv, w_plus=w_plus, prior_image=prior.image, hr_out=hr_out,
             decoder_features=decoder_features if return_features else None,
             prior_features=prior.features if return_features else None,
         )
+
+    def _add_upscale(self, y_inv: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        if self.config.hr_parameterisation == "bicubic_residual":
+            return y_inv + bicubic_upscale(lr, self.config.hr_size)
+        return y_inv
 
     # ----- settings -----
     @property

@@ -82,7 +82,7 @@ class GrainStage(GanLoop):
         learning_rate: float | None = None,
         learning_rate_d: float | None = None,
         optimizer: Literal["adam", "ranger", "radam_lookahead"] = "adam",
-        lr_loss_mode: Literal["bilinear", "antialias"] = "bilinear",
+        lr_loss_mode: Literal["bilinear", "antialias", "bicubic"] = "bilinear",
         checkpointing: bool = False,
         export_path: str | None = None,
         metrics_lpips: bool = True,
