@@ -218,7 +218,7 @@ def score(grain, test_dir: Path, output: str, picture: Path) -> dict:
     from PIL import Image
     from torchvision.utils import save_image
 
-    from grain_pl.evaluation.run import PSNR_CAP_DB, decode_image_bytes, resize_baseline
+    from grain_pl.evaluation import PSNR_CAP_DB, decode_image_bytes, resize_baseline
     from grain_pl.io.images import from_uint8, to_uint8
     from grain_pl.losses import PerceptualLoss
 

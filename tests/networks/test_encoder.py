@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grain_pl.evaluation.run import decode_image_bytes, resize_baseline
+from grain_pl.evaluation import decode_image_bytes, resize_baseline
 from grain_pl.io.images import from_uint8, to_uint8
 from grain_pl.networks import GRAIN, GrainConfig, get_preset
 from grain_pl.networks.encoder import Encoder, bicubic_thumbnail
