@@ -2,25 +2,30 @@
 for today's settings and each CPU speed option, measured in one run as ratios to the baseline.
 
     python benchmarks/bench_demo.py                      # every option, 2 rounds (make bench-demo)
-    python benchmarks/bench_demo.py --options baseline channels_last --rounds 3 --iterations 12
+    python benchmarks/bench_demo.py --options threads1 threads1+compile --rounds 3 --iterations 12
 
 Each measurement is a fresh process that runs the demo's own chain (prior -> stage1 -> stage2 -> stage3 -> final,
 built by `grain_pl.commands.demo` with its trainer, logger and callbacks) on the demo's crops for `--warmup` +
 `--iterations` iterations per stage, and times the iterations after the warm-up (data loading included: the time
 between consecutive ends of training iterations). The machine may be shared: the options run interleaved, round
 after round (the order reversed every other round), so a load that comes and goes affects baseline and options
-alike; a ratio is the median over rounds of (option's it/s / baseline's it/s in the same round).
+alike; a ratio is the median over rounds of (option's it/s / baseline's it/s in the same round). The options in
+`--loaded` are measured once more with a busy-loop process running alongside (rows "... @loaded", compared with
+"baseline @loaded"): how each copes with a second CPU-bound process, whatever the machine's own load.
 
 `numerics` compares every stage's trained parameters after the run with the baseline's (round 1): "same" means
 bit-identical, else the largest absolute difference. `first s` is the first iteration's time (compilation, first
-allocations), `setup s` the time from `Trainer.fit` to the first iteration (logger, data, optimizers).
+allocations), `setup s` the time from `Trainer.fit` to the first iteration (logger, data, optimizers). `CPU s/it`
+is the process's CPU time per measured iteration: with one thread it is what an iteration costs an idle core,
+whatever the load (with more threads it also counts their spinning).
 
-Options (`grain_pl.commands.demo.SpeedOptions` unless noted):
+Switches (`grain_pl.commands.demo.SpeedOptions` unless noted); an option joins switches with "+":
   baseline        today's demo: fp32, torch's default threads, W&B offline logger, data loaded in the main process
-  channels_last   NHWC memory format for the networks
   threads1        torch.set_num_threads(1)
+  passive         OMP_WAIT_POLICY=PASSIVE (environment; OpenMP threads sleep instead of spinning while they wait)
   interop1        torch.set_num_interop_threads(1)
-  compile         torch.compile the forward of every network a stage runs
+  channels_last   NHWC memory format for the networks
+  compile         torch.compile the forward of every network a stage runs (not in the defaults: see --options)
   workers1        one persistent DataLoader worker
   cached_images   (benchmark only) decoded training crops kept in memory after their first read
   csv_logger      GRAIN_PL_NO_WANDB=1: Lightning's CSV logger instead of W&B offline
@@ -33,6 +38,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,17 +47,35 @@ from pathlib import Path
 from measure import run_isolated, write_json
 
 STAGES = ("prior", "stage1", "stage2", "stage3", "final")
-OPTIONS: dict[str, dict] = {
+# One switch each; an option on the command line is one or more of them joined by "+" ("threads1+channels_last").
+SWITCHES: dict[str, dict] = {
     "baseline": {},
     "channels_last": {"speed": {"channels_last": True}},
     "threads1": {"speed": {"threads": 1}},
     "interop1": {"speed": {"interop_threads": 1}},
+    "passive": {"env": {"OMP_WAIT_POLICY": "PASSIVE"}},
     "compile": {"speed": {"compile": True}},
     "workers1": {"speed": {"num_workers": 1, "persistent_workers": True}},
     "cached_images": {"cached_images": True},
     "csv_logger": {"env": {"GRAIN_PL_NO_WANDB": "1"}},
     "bf16": {"speed": {"precision": "bf16-mixed"}},
 }
+DEFAULT_OPTIONS = ("baseline", "passive", "threads1", "threads1+interop1", "threads1+channels_last",
+                   "threads1+workers1", "threads1+cached_images", "threads1+csv_logger", "threads1+bf16")
+DEFAULT_LOADED = ("baseline", "passive", "threads1")
+
+
+def settings_of(option: str) -> dict:
+    """The merged settings of an option's switches; a one-line error for an unknown switch."""
+    merged: dict = {"speed": {}, "env": {}}
+    for switch in option.split("+"):
+        if switch not in SWITCHES:
+            raise SystemExit(f"bench_demo: unknown switch {switch!r} in {option!r}; known: {', '.join(SWITCHES)}")
+        settings = SWITCHES[switch]
+        merged["speed"].update(settings.get("speed", {}))
+        merged["env"].update(settings.get("env", {}))
+        merged["cached_images"] = merged.get("cached_images", False) or settings.get("cached_images", False)
+    return merged
 
 
 def cache_decoded_images(datamodule) -> None:
@@ -92,8 +116,8 @@ def run_option(option: str, data_dir: Path, warmup: int, iterations: int, batch:
     )
     from grain_pl.networks import get_preset
 
-    settings = OPTIONS[option]
-    speed = SpeedOptions(**settings.get("speed", {}))
+    settings = settings_of(option)
+    speed = SpeedOptions(**settings["speed"])
     configure_torch(speed)
     total = warmup + iterations
     recipe = DemoRecipe(preset=preset, batch_size=batch, speed=speed, iterations=dict.fromkeys(STAGES, total))
@@ -115,10 +139,11 @@ def run_option(option: str, data_dir: Path, warmup: int, iterations: int, batch:
             trainer.fit(module, datamodule=datamodule)
             close_logger(trainer.logger)
             ends = timer.ends
-            measured = ends[-1] - ends[warmup - 1] if warmup > 0 else ends[-1] - timer.start
+            measured = ends[-1] - ends[warmup - 1]
             results["stages"][stage_name] = {
                 "iterations": module.iteration, "measured_iterations": len(ends) - warmup,
                 "iterations_per_second": (len(ends) - warmup) / measured,
+                "cpu_seconds_per_iteration": (timer.cpu_ends[-1] - timer.cpu_ends[warmup - 1]) / (len(ends) - warmup),
                 "first_seconds": ends[0] - timer.start, "setup_seconds": timer.start - fit_called}
             if params_dir is not None:
                 trained = {name: parameter.detach().contiguous().clone()
@@ -134,6 +159,7 @@ class IterationTimes:
     def __init__(self) -> None:
         self.start = 0.0
         self.ends: list[float] = []
+        self.cpu_ends: list[float] = []  # process CPU time: with one thread, what the iteration costs an idle core
 
     def callback(self):
         import pytorch_lightning as pl
@@ -146,6 +172,7 @@ class IterationTimes:
 
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
                 times.ends.append(time.perf_counter())
+                times.cpu_ends.append(time.process_time())
 
         return Timer()
 
@@ -162,12 +189,40 @@ def numerics(params_dir: Path, option: str, stage: str) -> str:
     return "same" if largest == 0 else f"max |diff| {largest:.1e}"
 
 
+LOADED = " @loaded"  # the label of a measurement taken with a busy-loop process running alongside
+
+
+def measure(option: str, loaded: bool, args: argparse.Namespace, data_dir: Path, params_dir: Path | None,
+            label: str) -> dict | None:
+    """One fresh process measuring `option`; with `loaded`, a second CPU-bound process runs alongside."""
+    command = [sys.executable, __file__, "--one", option, "--data", str(data_dir), "--warmup", str(args.warmup),
+               "--iterations", str(args.iterations), "--batch", str(args.batch), "--preset", args.preset]
+    if params_dir is not None:
+        command += ["--params", str(params_dir)]
+    env_before = dict(os.environ)
+    os.environ.update(settings_of(option)["env"])
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if loaded else None
+    try:
+        return run_isolated(command, label)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+        os.environ.clear()
+        os.environ.update(env_before)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
+    parser.add_argument("--options", nargs="+", default=list(DEFAULT_OPTIONS),
+                        help="switches joined by '+' (baseline is always measured); switches: " + ", ".join(SWITCHES))
+    parser.add_argument("--loaded", nargs="*", default=list(DEFAULT_LOADED),
+                        help="options measured again with a busy-loop process alongside (baseline always, if any)")
+    parser.add_argument("--reference", default="threads1",
+                        help="a second option to give ratios against (besides the baseline)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--iterations", type=int, default=10, help="measured iterations per stage (after warm-up)")
+    parser.add_argument("--iterations", type=int, default=6, help="measured iterations per stage (after warm-up)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--preset", default="demo-64-lr8")
     parser.add_argument("--train-crops", type=int, default=512)
@@ -188,6 +243,10 @@ def main() -> None:
     from grain_pl.networks import get_preset
 
     options = ["baseline", *[option for option in args.options if option != "baseline"]]
+    loaded = ["baseline", *[option for option in args.loaded if option != "baseline"]] if args.loaded else []
+    for option in {*options, *loaded}:
+        settings_of(option)
+    keys = options + [option + LOADED for option in loaded]
     print(f"bench_demo: {args.preset}, batch {args.batch}, {args.warmup} warm-up + {args.iterations} measured "
           f"iterations per stage, {args.rounds} rounds interleaved; {cpu_model()}, {os.cpu_count()} CPUs; load "
           f"average at start {os.getloadavg()[0]:.1f}", flush=True)
@@ -197,57 +256,53 @@ def main() -> None:
         params_dir = Path(tmp) / "params"
         params_dir.mkdir()
         for round_index in range(args.rounds):
-            order = options if round_index % 2 == 0 else options[::-1]
-            for option in order:
-                command = [sys.executable, __file__, "--one", option, "--data", str(data_dir), "--warmup",
-                           str(args.warmup), "--iterations", str(args.iterations), "--batch", str(args.batch),
-                           "--preset", args.preset]
-                if round_index == 0:
-                    command += ["--params", str(params_dir)]
-                env_before = dict(os.environ)
-                os.environ.update(OPTIONS[option].get("env", {}))
-                try:
-                    result = run_isolated(command, f"{option} (round {round_index + 1})")
-                finally:
-                    os.environ.clear()
-                    os.environ.update(env_before)
+            for key in keys if round_index % 2 == 0 else keys[::-1]:
+                option, is_loaded = key.removesuffix(LOADED), key.endswith(LOADED)
+                keep_params = params_dir if round_index == 0 and not is_loaded else None
+                result = measure(option, is_loaded, args, data_dir, keep_params, f"{key} (round {round_index + 1})")
                 if result is not None:
-                    result["round"] = round_index
+                    result.update(round=round_index, key=key, load_average=os.getloadavg()[0])
                     runs.append(result)
                     rates = ", ".join(f"{stage} {values['iterations_per_second']:.2f}"
                                       for stage, values in result["stages"].items())
-                    print(f"  round {round_index + 1}, {option}: it/s {rates}", flush=True)
-        report(runs, options, params_dir)
+                    print(f"  round {round_index + 1}, {key}: it/s {rates} (load average {os.getloadavg()[0]:.1f})",
+                          flush=True)
+                    write_json(runs, args.json)  # what is measured so far survives an interrupted run
+        report(runs, keys, params_dir, args.reference)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     write_json(runs, args.json)
 
 
-def report(runs: list[dict], options: list[str], params_dir: Path) -> None:
+def report(runs: list[dict], keys: list[str], params_dir: Path, reference: str) -> None:
     by_round: dict[int, dict[str, dict]] = {}
     for run in runs:
-        by_round.setdefault(run["round"], {})[run["option"]] = run
-    print("\n| option | stage | it/s (median) | x baseline (median over rounds) | first s | setup s | numerics |")
-    print("|---|---|---|---|---|---|---|")
-    for option in options:
+        by_round.setdefault(run["round"], {})[run["key"]] = run
+
+    def ratio(key: str, stage: str, against: str) -> str:
+        ratios = [round_runs[key]["stages"][stage]["iterations_per_second"]
+                  / round_runs[against]["stages"][stage]["iterations_per_second"]
+                  for round_runs in by_round.values() if key in round_runs and against in round_runs]
+        return f"{statistics.median(ratios):.2f}" if ratios else "-"
+
+    print(f"\n| option | stage | it/s (median) | x baseline | x {reference} | CPU s/it | first s | setup s | "
+          "numerics vs baseline |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for key in keys:
+        condition = LOADED if key.endswith(LOADED) else ""
         for stage in STAGES:
-            rates, ratios, firsts, setups = [], [], [], []
-            for round_runs in by_round.values():
-                if option not in round_runs or stage not in round_runs[option]["stages"]:
-                    continue
-                values = round_runs[option]["stages"][stage]
-                rates.append(values["iterations_per_second"])
-                firsts.append(values["first_seconds"])
-                setups.append(values["setup_seconds"])
-                if "baseline" in round_runs:
-                    ratios.append(values["iterations_per_second"]
-                                  / round_runs["baseline"]["stages"][stage]["iterations_per_second"])
-            if not rates:
-                print(f"| {option} | {stage} | failed | | | | |")
+            values = [round_runs[key]["stages"][stage] for round_runs in by_round.values()
+                      if key in round_runs and stage in round_runs[key]["stages"]]
+            if not values:
+                print(f"| {key} | {stage} | failed | | | | | | |")
                 continue
-            ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
-            same = "-" if option == "baseline" else numerics(params_dir, option, stage)
-            print(f"| {option} | {stage} | {statistics.median(rates):.2f} | {ratio} | "
-                  f"{statistics.median(firsts):.1f} | {statistics.median(setups):.1f} | {same} |", flush=True)
+            rate = statistics.median(value["iterations_per_second"] for value in values)
+            cpu = statistics.median(value["cpu_seconds_per_iteration"] for value in values)
+            first = statistics.median(value["first_seconds"] for value in values)
+            setup = statistics.median(value["setup_seconds"] for value in values)
+            same = "-" if key.startswith("baseline") or condition else numerics(params_dir, key, stage)
+            print(f"| {key} | {stage} | {rate:.2f} | {ratio(key, stage, 'baseline' + condition)} | "
+                  f"{ratio(key, stage, reference + condition)} | {cpu:.2f} | {first:.1f} | {setup:.1f} | {same} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from grain_pl.commands.demo import (
     STAGES,
     TRAIN_PHOTOS,
     DemoRecipe,
+    SpeedOptions,
     check_targets,
     comparison_image,
     comparison_rows,
@@ -50,8 +51,10 @@ def demo_run(tmp_path_factory):
         patch.setenv("WANDB_DIR", str(root))
         patch.delenv("GRAIN_PL_NO_WANDB", raising=False)
         capture = _Capture()
+        threads = torch.get_num_threads()
         with capture:
-            metrics = run_demo(root / "demo", tiny_recipe(), seed=0, progress_seconds=0)
+            metrics = run_demo(root / "demo", tiny_recipe(speed=SpeedOptions(threads=1)), seed=0, progress_seconds=0)
+        assert torch.get_num_threads() == threads  # the recipe's thread count holds during the run only
     return metrics, capture.text, root / "demo"
 
 
@@ -220,7 +223,7 @@ def test_every_stage_trains_exactly_its_iterations(demo_run):
         assert counter == planned, stage
         assert f"[{stage}] {planned}/{planned} iterations" in output
     assert saved["reproducible"] is True and saved["cut_by_cap"] == []
-    assert saved["machine"]["threads"] == torch.get_num_threads() and saved["machine"]["cpu_model"]
+    assert saved["machine"]["threads"] == 1 and saved["machine"]["cpu_model"]
     assert saved["machine"]["torch"] == torch.__version__
     assert "it/s" in output and "demo ETA" in output and "targets (issue 9)" in output
 
@@ -254,7 +257,7 @@ def test_the_same_seed_gives_the_same_table(demo_run, tmp_path, monkeypatch):
     """Another run with the same seed (CSV logger this time: the logger changes nothing) gives the same numbers."""
     metrics, _, _ = demo_run
     monkeypatch.setenv("GRAIN_PL_NO_WANDB", "1")
-    again = run_demo(tmp_path / "demo", tiny_recipe(), seed=0, progress_seconds=1e9)
+    again = run_demo(tmp_path / "demo", tiny_recipe(speed=SpeedOptions(threads=1)), seed=0, progress_seconds=1e9)
     assert again["summary"]["methods"] == metrics["summary"]["methods"]
     assert {stage: record["iterations"] for stage, record in again["stages"].items()} == TINY_ITERATIONS
 
@@ -273,3 +276,15 @@ def test_the_time_cap_cuts_stages_and_says_so(demo_run, tmp_path, monkeypatch, c
     assert "safety cap" in errors and "NOT the reproducible" in errors and "stopped stage1 at 1 of 2" in errors
     with pytest.raises(ValueError, match="--minutes"):
         run_demo(tmp_path / "other", tiny_recipe(), minutes=0)
+
+
+def test_bad_demo_arguments_fail_before_any_work(tmp_path):
+    from grain_pl.commands import build_parser
+
+    parser = build_parser()
+    for argv, message in ((["--threads", "0"], "--threads"), (["--iterations", "prior=0"], "STAGE=N"),
+                          (["--scale", "-1"], "--scale")):
+        args = parser.parse_args(["demo", "--output", str(tmp_path / "demo"), *argv])
+        with pytest.raises(ValueError, match=message):
+            args.run(args)
+    assert not (tmp_path / "demo").exists()

@@ -40,10 +40,10 @@ TRAIN_PHOTOS = ("astronaut", "rocket", "motorcycle_left", "motorcycle_right", "h
                 "immunohistochemistry")
 HELD_OUT_PHOTOS = ("chelsea", "coffee")
 STAGES = ("prior", "stage1", "stage2", "stage3", "final")
-# Seconds per iteration of the default recipe on the project's 2-core CPU (benchmarks/bench_demo.py, baseline);
-# only for the whole demo's ETA before a stage has run (scaled by how fast the stages so far ran here).
-REFERENCE_SECONDS_PER_ITERATION = {"prior": 0.30, "stage1": 0.55, "stage2": 0.45, "stage3": 0.55, "final": 1.15}
-REFERENCE_EVALUATION_SECONDS = 15.0
+# Seconds per iteration of the default recipe on the project's 2-core CPU, idle, 2 threads (a `grain demo --scale
+# 0.15` run's metrics.json); only for the whole demo's ETA (scaled by how fast the stages so far ran here).
+REFERENCE_SECONDS_PER_ITERATION = {"prior": 1.31, "stage1": 0.61, "stage2": 0.63, "stage3": 0.68, "final": 1.39}
+REFERENCE_EVALUATION_SECONDS = 15.0  # evaluation and comparison.png
 # Issue 9's targets for the demo's held-out crops.
 LR_PSNR_TARGET_DB = 32.0
 PSNR_MARGIN_DB = 1.0
@@ -113,10 +113,11 @@ class DemoRecipe:
     network_overrides: dict[str, str] = field(default_factory=lambda: {
         "lr_parameterisation": "bicubic_residual", "hr_parameterisation": "bicubic_residual"})
     batch_size: int = 16
-    # iterations per stage (one generator-side step each); about the work the former 14-minute wall-time
-    # budget gave this machine (benchmarks/bench_demo.py measured each stage's iterations per second)
+    # iterations per stage (one generator-side step each): the former 14-minute wall-time budget's shares (prior
+    # 10 %, stage 1 40 %, stage 2 10 %, stage 3 15 %, final 25 %) at the idle speeds of REFERENCE_SECONDS_PER_ITERATION,
+    # about 12 minutes of training and 13 in all on the project's idle 2-core CPU
     iterations: dict[str, int] = field(default_factory=lambda: {
-        "prior": 260, "stage1": 560, "stage2": 170, "stage3": 210, "final": 170})
+        "prior": 60, "stage1": 470, "stage2": 110, "stage3": 150, "final": 130})
     # peak learning rates; the stages in `cosine_stages` decay theirs to 0 along a cosine over their iterations
     learning_rate: dict[str, float] = field(default_factory=lambda: {
         "prior": 2e-3, "stage1": 2e-3, "stage2": 2e-3, "stage3": 2e-3, "final": 5e-4})
@@ -487,7 +488,18 @@ def run_demo(output: Path, recipe: DemoRecipe | None = None, seed: int = 0, minu
              accelerator: str = "cpu", progress_seconds: float = 10.0) -> dict:
     """Train the chain for the recipe's iterations, evaluate, draw, and write metrics.json; returns its dict.
     `minutes` caps the whole run (a safety net: a cut stage is reported, and the table is then not the
-    reproducible one)."""
+    reproducible one). The recipe's thread count holds during the run only."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _run_chain(output, recipe, seed, minutes, accelerator, progress_seconds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_chain(output: Path, recipe: DemoRecipe | None, seed: int, minutes: float, accelerator: str,
+               progress_seconds: float) -> dict:
     import pytorch_lightning as pl
     import torch
 
@@ -613,6 +625,9 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
                       help="set some stages' iterations (after --scale), e.g. stage1=800 final=300")
     demo.add_argument("--minutes", type=float, default=45.0,
                       help="safety cap on the whole run's wall time; a stage it cuts short is reported")
+    demo.add_argument("--threads", type=int, default=None,
+                      help="torch threads (default: one per core). 1 copes far better with other CPU-bound work on "
+                           "the machine; another count changes floating-point summation order, so the table a little")
     demo.add_argument("--accelerator", default="cpu",
                       help="Lightning accelerator (cpu: the reproducible default; auto uses a GPU if there is one)")
     demo.set_defaults(run=_run_demo)
@@ -622,5 +637,9 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
 def _run_demo(args: argparse.Namespace) -> str:
     recipe = DemoRecipe().scaled(args.scale)
     recipe = dataclasses.replace(recipe, iterations={**recipe.iterations, **parse_iterations(args.iterations)})
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        recipe = dataclasses.replace(recipe, speed=dataclasses.replace(recipe.speed, threads=args.threads))
     metrics = run_demo(args.output, recipe, seed=args.seed, minutes=args.minutes, accelerator=args.accelerator)
     return f"grain demo: results in {metrics['run']}"
