@@ -77,6 +77,10 @@ VARIANTS: dict[str, Variant] = {
     "residual-1-hr": Variant("bicubic_residual", "bicubic_residual", lr_weight=1.0, lr_mode="bicubic"),
     "residual-0.1-hr": Variant("bicubic_residual", "bicubic_residual", lr_weight=0.1, lr_mode="bicubic"),
     "residual-0-hr": Variant("bicubic_residual", "bicubic_residual", lr_weight=0.0, lr_mode="bicubic"),
+    "residual-0.1-hr-final-1": Variant("bicubic_residual", "bicubic_residual", lr_weight=0.1, lr_mode="bicubic",
+                                       final_lr_weight=1.0),
+    "residual-0.1-hr-final-1-lpips0.03": Variant("bicubic_residual", "bicubic_residual", lr_weight=0.1,
+                                                 lr_mode="bicubic", final_lr_weight=1.0, lpips=0.03),
     "free-0.1-hr": Variant(hr_parameterisation="bicubic_residual"),
     # how the final stage treats the LR (it fine-tunes the encoder end to end)
     "residual-1-final-0": Variant("bicubic_residual", lr_weight=1.0, lr_mode="bicubic", final_lr_weight=0.0),
@@ -162,7 +166,7 @@ def _prior(work: Path, train_dir: Path, args: argparse.Namespace) -> tuple[Path,
     pl.seed_everything(args.seed, workers=True)
     module = PriorStage(size=config.hr_size, style_dim=config.style_dim, n_mlp=config.mapping_layers,
                         channel_multiplier=config.channel_multiplier, channel_max=config.generator_channel_max,
-                        learning_rate=2e-3, export_path=str(path), sample_every_n_steps=0,
+                        learning_rate=2e-3, export_path=str(path),
                         max_iterations=args.prior_iterations)
     return path, _fit(module, train_dir, args)
 
@@ -189,7 +193,12 @@ def run_variant(name: str, variant: Variant, work: Path, train_dir: Path, test_d
         cached.parent.mkdir(parents=True, exist_ok=True)
         torch.save(module.grain.state_dict(), cached)
     output = "y_inv"
+    run_dir = work / f"{name}-stage1-{args.stage1_iterations}"
+    intermediate = {}
     if args.chain:
+        run_dir = work / (f"{name}-chain-{args.prior_iterations}-{args.stage1_iterations}-{args.stage2_iterations}-"
+                          f"{args.stage3_iterations}-{args.final_iterations}")
+        intermediate["stage1"] = score(module.grain, test_dir, "y_inv", run_dir / "thumbnails-stage1.png")
         chain = (("stage2", Stage2, args.stage2_iterations), ("stage3", Stage3, args.stage3_iterations),
                  ("final", FinalStage, args.final_iterations))
         for stage_name, stage_class, iterations in chain:
@@ -198,9 +207,10 @@ def run_variant(name: str, variant: Variant, work: Path, train_dir: Path, test_d
             _inherit(stage, module)
             timing[stage_name] = _fit(stage, train_dir, args)
             module = stage
+            if stage_name == "stage3":  # what the final stage starts from
+                intermediate["stage3"] = score(module.grain, test_dir, "hr_out", run_dir / "thumbnails-stage3.png")
         output = "hr_out"
 
-    run_dir = work / f"{name}-{'chain' if args.chain else 'stage1'}-{args.stage1_iterations}"
     scores = score(module.grain, test_dir, output, run_dir / "thumbnails.png")
     iterations = {"stage1": args.stage1_iterations}
     if args.chain:
@@ -208,7 +218,7 @@ def run_variant(name: str, variant: Variant, work: Path, train_dir: Path, test_d
                           stage3=args.stage3_iterations, final=args.final_iterations)
     return {"variant": name, "settings": dataclasses.asdict(variant), "chain": args.chain, "output": output,
             "iterations": iterations, "timing": timing, "batch_size": args.batch_size, "seed": args.seed,
-            "torch_threads": torch.get_num_threads(), **scores}
+            "torch_threads": torch.get_num_threads(), "intermediate": intermediate, **scores}
 
 
 @torch.no_grad()
@@ -258,9 +268,10 @@ def score(grain, test_dir: Path, output: str, picture: Path) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| variant | LR / HR parameterisation | LR weight, target (stage 1 / final) | iterations | lr_psnr | PSNR "
-             "| LPIPS | bicubic PSNR / LPIPS | train it/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | LR / HR parameterisation | LR weight, target (stage 1 / final) | LPIPS weight | iterations "
+             "| lr_psnr | PSNR | LPIPS | after stage 1 (y_inv); stage 3: lr_psnr / PSNR / LPIPS "
+             "| bicubic PSNR / LPIPS | train it/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for result in results:
         settings = result["settings"]
         stage1 = f"{settings['lr_weight']:g} {settings['lr_mode']}"
@@ -270,10 +281,13 @@ def table(results: list[dict]) -> str:
             stage1 += f" / {settings['lr_weight'] if final_weight is None else final_weight:g} {final_mode}"
         order = ("prior", "stage1", "stage2", "stage3", "final")
         iterations = "/".join(str(result["iterations"][s]) for s in order if s in result["iterations"])
+        steps = "; ".join(f"{stage} {v['lr_psnr']:.1f} / {v['psnr']:.2f} / {v['lpips']:.3f}"
+                          for stage, v in result.get("intermediate", {}).items()) or "-"
         speed = ", ".join(f"{s} {t['it_per_s']:.2f}" for s, t in result["timing"].items())
         parameterisation = f"{settings['parameterisation']} / {settings.get('hr_parameterisation', 'free')}"
-        lines.append(f"| {result['variant']} | {parameterisation} | {stage1} | {iterations} | "
-                     f"{result['lr_psnr']:.2f} | {result['psnr']:.2f} | {result['lpips']:.3f} | "
+        lpips = settings.get("lpips", 0.1)
+        lines.append(f"| {result['variant']} | {parameterisation} | {stage1} | {lpips:g} | {iterations} | "
+                     f"{result['lr_psnr']:.2f} | {result['psnr']:.2f} | {result['lpips']:.3f} | {steps} | "
                      f"{result['bicubic_psnr']:.2f} / {result['bicubic_lpips']:.3f} | {speed or 'cached'} |")
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ from grain_pl.commands.demo import (
     STAGES,
     TRAIN_PHOTOS,
     DemoRecipe,
+    build_stage,
     SpeedOptions,
     check_targets,
     comparison_image,
@@ -110,6 +111,21 @@ def test_recipe_iterations_need_every_stage_and_scale():
     assert DemoRecipe(iterations=dict(TINY_ITERATIONS)).scaled(0.01).iterations == dict.fromkeys(STAGES, 1)
     with pytest.raises(ValueError, match="--scale"):
         DemoRecipe().scaled(0)
+
+
+def test_each_stage_gets_the_recipes_loss_weights(tmp_path):
+    """The LR guidance holds in stage 1 and, with its own weight, in the final stage; stages 2 and 3 do not
+    train the encoder, so it is off there."""
+    from grain_pl.networks import get_preset
+
+    recipe = tiny_recipe(lr_weight=0.25, final_lr_weight=2.0, lpips=0.05)
+    config = get_preset(recipe.preset, **recipe.network_overrides)
+    build_stage("prior", recipe, config, tmp_path, max_iterations=1).export(tmp_path / "prior" / "stylegan2.pt")
+    expected = {"stage1": 0.25, "stage2": 0.0, "stage3": 0.0, "final": 2.0}
+    for stage, lr_weight in expected.items():
+        module = build_stage(stage, recipe, config, tmp_path, max_iterations=1)
+        assert module.loss_weights.lr == lr_weight, stage
+        assert module.loss_weights.lpips == 0.05 and module.loss_weights.adversarial == recipe.adversarial
 
 
 def test_parse_iterations():
