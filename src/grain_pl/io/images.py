@@ -167,7 +167,8 @@ def scan_image_files(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_
     """The image files under `root`, recursively, and the entries left out with the reason.
 
     Suffixes match case-insensitively (`.JPG` counts). Symbolic links to folders are followed, each real folder
-    searched once (a link loop, or a second link to a folder, is skipped and reported). Left out and reported:
+    searched once, real folders before linked ones (a link loop, or a second path to a folder, is skipped and
+    reported). Left out and reported:
     hidden image files and hidden folders (name starting with "."; macOS `._name.jpg` resource forks carry an
     image suffix but hold no image), broken symbolic links, image-named entries that are not regular files,
     folders that cannot be opened, and the `exclude` folders ((folder, reason) pairs, e.g. the output folder),
@@ -182,12 +183,25 @@ def scan_image_files(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_
     wanted = {suffix.lower() for suffix in extensions}
     excluded = {Path(folder).resolve(): reason for folder, reason in exclude}
     listing = ImageListing(root)
-    searched: set[tuple[int, int]] = set()
+    searched: set[tuple[int, int]] = set()  # (device, inode) of every folder searched
 
     def excluded_reason(path: Path) -> str | None:
+        if not excluded:
+            return None
         real = path.resolve()
         return next((reason for folder, reason in excluded.items() if real == folder or folder in real.parents),
                     None)
+
+    def enter(folder: Path) -> None:
+        try:
+            status = folder.stat()
+        except OSError as error:
+            listing.skipped.append((folder, f"folder that cannot be opened: {error.strerror or error}"))
+            return
+        if (status.st_dev, status.st_ino) in searched:
+            listing.skipped.append((folder, SEEN_FOLDER))
+        else:
+            walk(folder)
 
     def walk(folder: Path) -> None:
         try:
@@ -209,16 +223,10 @@ def scan_image_files(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_
                     listing.skipped.append((path, HIDDEN))
                 elif (reason := excluded_reason(path)) is not None:
                     listing.skipped.append((path, reason))
+                elif entry.is_symlink():
+                    linked.append(path)  # after the real folders: a link to one of them is the second path
                 else:
-                    try:
-                        status = path.stat()
-                    except OSError as error:
-                        listing.skipped.append((path, f"folder that cannot be opened: {error.strerror or error}"))
-                        continue
-                    if (status.st_dev, status.st_ino) in searched:
-                        listing.skipped.append((path, SEEN_FOLDER))
-                    else:
-                        walk(path)
+                    enter(path)
                 continue
             if entry.is_symlink() and not os.path.exists(path):  # dangling, or a loop of file links
                 if not hidden:
@@ -235,7 +243,10 @@ def scan_image_files(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_
             else:
                 listing.files.append(path)
 
+    linked: list[Path] = []
     walk(root)
+    while linked:
+        enter(linked.pop(0))
     # Sort on the relative POSIX path so the order is the same on every machine and wherever the folder lives.
     listing.files.sort(key=lambda path: path.relative_to(root).as_posix())
     return listing
