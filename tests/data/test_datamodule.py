@@ -204,3 +204,15 @@ def test_configurable_from_yaml(tmp_path: Path) -> None:
     assert isinstance(data, GrainDataModule) and data.resize == "center_crop" and data.seed == 3
     with pytest.raises(ArgumentError, match="resize"):  # Literal choices are validated by the parser
         parser.parse_string("data:\n  resize: stretch\n")
+
+
+def test_the_listing_follows_linked_folders_and_reports_what_it_skipped(tmp_path: Path) -> None:
+    root = _make_folder(tmp_path / "images", 4, sizes=((16, 16),))
+    elsewhere = _make_folder(tmp_path / "elsewhere", 2, sizes=((16, 16),))
+    (root / "linked").symlink_to(elsewhere)
+    Image.new("RGB", (16, 16)).save(root / ".hidden.png")
+    data = GrainDataModule(data_dir=str(root), image_size=16, split="folder", test_fraction=0.0, batch_size=1)
+    with pytest.warns(UserWarning, match=r"skipped 1: 1 hidden, name starting with '\.'"):
+        split = data.build_split()
+    assert sum(len(part) for part in (split.train, split.val, split.test)) == 6  # 4 + 2 through the link
+    assert data.unlisted == [(root / ".hidden.png", "hidden, name starting with '.'")]

@@ -407,3 +407,23 @@ def test_prepare_command(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):  # a landmarks file and a detector exclude each other
         parser.parse_args([*argv, "--detector", "det.onnx"])
     capsys.readouterr()
+
+
+def test_prepare_reports_what_its_listing_skipped(tmp_path) -> None:
+    source, destination = tmp_path / "photos", tmp_path / "photos" / "aligned"
+    (source / "people").mkdir(parents=True)
+    photo, landmarks = _face_photo()
+    photo.save(source / "people" / "one.png")
+    photo.save(source / ".hidden.png")
+    (source / "linked").symlink_to(source / "people")  # the same folder twice: listed once
+    (source / "dangling.png").symlink_to(tmp_path / "gone.png")
+    landmarks_file = tmp_path / "landmarks.json"
+    landmarks_file.write_text(json.dumps({"people/one.png": landmarks.tolist()}))
+    report = prepare_folder(source, destination, output_size=32, landmarks_file=landmarks_file)
+    assert report.written == ["people/one.png"]
+    again = prepare_folder(source, destination, output_size=32, landmarks_file=landmarks_file, skip_existing=True)
+    lines = again.summary().splitlines()
+    assert lines[0] == "aligned 0 image(s), skipped 1 existing"
+    assert lines[1].startswith("  skipped 4: 1 hidden, name starting with '.'")
+    for reason in ("1 broken symbolic link", "1 folder already searched", "1 output folder, inside the source"):
+        assert reason in lines[1]

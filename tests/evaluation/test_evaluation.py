@@ -412,3 +412,63 @@ def test_grain_main_runs_evaluate_when_wired(full_run, capsys) -> None:
     _, output_dir, _, _ = full_run
     assert cli.main(["evaluate", "unused-folder", "--hr-size", "32", "--lr-size", "8", "-o", str(output_dir)]) == 2
     assert "already holds results" in capsys.readouterr().err
+
+
+# ----- hostile input (issue 10, item 4) -----
+
+
+class CountingCodec(ThumbnailCodec):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def encode(self, hr: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().encode(hr)
+
+
+def copy_folder(source: Path, target: Path) -> Path:
+    for path in source.rglob("*.png"):
+        (target / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+        (target / path.relative_to(source)).write_bytes(path.read_bytes())
+    return target
+
+
+def test_an_output_folder_inside_the_test_folder_is_not_evaluated(image_folder, tmp_path) -> None:
+    folder = copy_folder(image_folder, tmp_path / "test")
+    for _ in range(2):  # the second run finds the first one's images and payloads under test/eval
+        summary = evaluate_folder(ThumbnailCodec(), folder, folder / "eval", methods=["grain", "bicubic"],
+                                  save_images=True, overwrite=True, perceptual=MeanAbsoluteDistance())
+    assert summary["settings"]["images"] == len(CROPS)
+    assert summary["settings"]["skipped"] == [[str(folder / "eval"), "output folder of this evaluation, inside the "
+                                                                     "test folder (not searched)"]]
+    assert summary["settings"]["skipped_summary"].startswith("skipped 1: 1 output folder of this evaluation")
+
+
+@pytest.mark.parametrize("case", ["broken", "bomb", "size"])
+def test_bad_test_images_fail_before_the_first_model_call(image_folder, tmp_path, monkeypatch, case) -> None:
+    folder = copy_folder(image_folder, tmp_path / "test")
+    if case == "broken":
+        (folder / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+        match = r"cannot read image file .*zz\.png: "
+    elif case == "bomb":  # 32 x 32 = 1024 pixels: between 1x and 2x the limit, where Pillow itself only warns
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600)
+        match = r"a\.png: refusing to decode a possible decompression bomb: 32x32 = 1024 pixels"
+    else:
+        Image.fromarray(np.ascontiguousarray(astronaut()[:40, :40])).save(folder / "zz.png")
+        match = r"image .*zz\.png has size 40x40"
+    model = CountingCodec()
+    with pytest.raises(ValueError, match=match):
+        evaluate_folder(model, folder, tmp_path / "out", methods=["grain", "bicubic"],
+                        perceptual=MeanAbsoluteDistance())
+    assert model.calls == 0 and not (tmp_path / "out" / "per_image.csv").exists()
+
+
+def test_a_model_giving_nan_is_an_error_naming_it(image_folder, tmp_path) -> None:
+    class NanCodec(ThumbnailCodec):
+        def decode(self, lr: torch.Tensor) -> torch.Tensor:
+            return torch.full_like(super().decode(lr), float("nan"))
+
+    with pytest.raises(ValueError, match="model NanCodec: decoding gave NaN or infinite values"):
+        evaluate_folder(NanCodec(), image_folder, tmp_path / "out", methods=["grain"],
+                        perceptual=MeanAbsoluteDistance())

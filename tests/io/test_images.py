@@ -102,3 +102,66 @@ def test_crops_keep_the_aspect_ratio_and_cut_a_square():
     crops = {np.asarray(fit_image(image, 16, "random_crop")).tobytes() for _ in range(12)}
     assert len(crops) > 1
     assert crops <= {wide[:, left:left + 16].tobytes() for left in range(33)}
+
+
+# ----- memory bounds (issue 10, item 1) -----
+
+@pytest.fixture
+def resize_spy(monkeypatch):
+    """Fails a test as soon as Pillow is asked for a resize whose output would be big (before it allocates)."""
+    requested = []
+    original = Image.Image.resize
+
+    def resize(self, size, *args, **kwargs):
+        requested.append(tuple(size))
+        assert size[0] * size[1] <= 1 << 22, f"asked Pillow for a {size[0]}x{size[1]} image"
+        return original(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", resize)
+    return requested
+
+
+def write_one_by_a_million_png(path):
+    Image.new("RGB", (1, 1_000_000), (200, 30, 40)).save(path)  # a 2 KB file of a million pixels
+    assert path.stat().st_size < 8000
+    return path
+
+
+def test_a_crop_of_an_extreme_aspect_image_resamples_only_the_square(tmp_path, resize_spy):
+    with Image.open(write_one_by_a_million_png(tmp_path / "thin.png")) as image:
+        thin = image.convert("RGB")
+    for policy in ("center_crop", "random_crop", "resize"):
+        out = fit_image(thin, 1024, policy)  # scaling first would ask for 1024 x 1,024,000,000 pixels
+        assert out.size == (1024, 1024) and out.getextrema() == ((200, 200), (30, 30), (40, 40))
+    wide = thin.transpose(Image.Transpose.TRANSPOSE)
+    assert fit_image(wide, 1024, "center_crop").getextrema() == ((200, 200), (30, 30), (40, 40))
+    assert all(width * height <= 1 << 22 for width, height in resize_spy)
+
+
+def test_crops_that_fit_in_memory_are_exactly_scale_then_crop():
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    for width, height, size in ((40, 24, 16), (37, 100, 64), (1000, 17, 16), (129, 127, 100), (17, 9, 32)):
+        image = random_image(width, height, seed=width)
+        scaled = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        assert np.array_equal(np.asarray(fit_image(image, size, "center_crop")),
+                              np.asarray(TF.center_crop(scaled, [size, size])))
+
+
+def test_a_resize_over_the_memory_limit_is_refused_before_it_allocates(monkeypatch, resize_spy):
+    import grain_pl.io.images as images
+
+    image = random_image(5, 3000)
+    direct = np.asarray(image.resize((32, 32), Image.Resampling.BILINEAR))
+    resize_spy.clear()
+    monkeypatch.setattr(images, "MAX_RESIZE_PIXELS", 5000)  # 32 x 3000 rows first would not fit: vertical first
+    assert np.array_equal(np.asarray(fit_image(image, 32, "resize")), direct)
+    monkeypatch.setattr(images, "MAX_RESIZE_PIXELS", 500)  # not even the output fits
+    resize_spy.clear()
+    with pytest.raises(images.ImageTooLargeError, match=r"image tall\.png \(5x3000\) is too extreme to bring to "
+                                                        r"32x32 with 'resize'"):
+        fit_image(image, 32, "resize", "tall.png")
+    with pytest.raises(images.ImageTooLargeError, match="tall.png"):
+        images.check_fit(5, 3000, 32, "center_crop", "tall.png")
+    assert resize_spy == []

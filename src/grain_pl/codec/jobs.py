@@ -22,9 +22,12 @@ from grain_pl.io.images import (
     IMAGE_EXTENSIONS,
     BadImageFileError,
     ImageSizeError,
+    ImageTooLargeError,
     check_resize_policy,
-    list_image_files,
+    describe_skipped,
     load_rgb_image,
+    no_images_error,
+    scan_image_files,
     to_rgb8,
 )
 from grain_pl.io.images import fit_image as fit_image_to_size
@@ -56,14 +59,20 @@ class CodecError(ValueError):
 
 @dataclass
 class CodecReport:
-    """What a multi-file run did: the files written and the files that failed (with their error)."""
+    """What a multi-file run did: the files written, the files that failed (with their error) and the entries
+    skipped (with the reason: hidden, a broken link, an earlier output, an existing output under skip_existing)."""
 
     written: list[tuple[Path, Path]] = field(default_factory=list)
     failed: list[tuple[Path, CodecError]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    def skipped_summary(self) -> str:
+        """'skipped 3: 2 existing output (e.g. lr/a.png); 1 broken symbolic link (photos/b.jpg)', or ''."""
+        return describe_skipped(self.skipped)
 
 
 # Called once per input file: (source, destination or None, error or None).
@@ -121,6 +130,10 @@ def fit_image(image: Image.Image, size: int, policy: str, name: str = "<image>")
     except ImageSizeError as error:
         raise CodecError(name, f"expected {size}x{size}, got {error.width}x{error.height}; pass --resize resize "
                                "(stretch) or --resize center_crop (resize=... in Python) to adapt it") from None
+    except ImageTooLargeError as error:
+        raise CodecError(name, f"{error.width}x{error.height} is too extreme to bring to {size}x{size} with "
+                               f"--resize {policy}: it would need {error.pixels} pixels at once (limit "
+                               "grain_pl.io.images.MAX_RESIZE_PIXELS)") from None
 
 
 def exists_error(destination: str | os.PathLike) -> CodecError:
@@ -153,15 +166,22 @@ def _is_folder_name(output: str | os.PathLike) -> bool:
     return Path(output).is_dir() or str(output).endswith(("/", os.sep))
 
 
+EARLIER_OUTPUT = "output folder of this run, inside the input folder (not searched)"
+EXISTING_OUTPUT = "existing output (skip_existing)"
+
+
 def plan_jobs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None, kind: str
-              ) -> tuple[list[tuple[Path, Path]], list[tuple[Path, CodecError]]]:
-    """(source, destination) pairs for inputs that are files or folders, and the inputs that cannot be used.
+              ) -> tuple[list[tuple[Path, Path]], list[tuple[Path, CodecError]], list[tuple[Path, str]]]:
+    """(source, destination) pairs for inputs that are files or folders, the inputs that cannot be used, and the
+    entries of input folders left out with the reason (`grain_pl.io.images.scan_image_files`).
 
     - one input file and `output` not a folder (an existing one, or a name ending in "/"): output is the file;
     - otherwise `output` is a folder: a file input goes to output/<stem>.png, a folder input keeps its layout
-      (output/<relative path>.png); folders are searched recursively (images for encode, .png for decode);
+      (output/<relative path>.png); folders are searched recursively (images for encode, .png for decode), the
+      output folder left out where it lies inside an input folder;
     - no `output`: each file next to its source (photo.lr.png, photo.hr.png); a folder input needs one.
-    Raises CodecError for unusable arguments (not per file).
+    Raises CodecError for unusable arguments (not per file): a folder input without `output`, an output folder
+    that is an input folder (outputs would replace inputs), several inputs and an output named like an image file.
     """
     if kind not in ("encode", "decode"):
         raise ValueError(f"kind must be 'encode' or 'decode', got {kind!r}")
@@ -173,25 +193,35 @@ def plan_jobs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike | N
         if output_path.suffix.lower() != ".png":
             raise CodecError(output_path, "the output must be a .png file, or a folder (end the name with /)")
         if not sources[0].exists():
-            return [], [(sources[0], CodecError(sources[0], "no such file or folder"))]
-        return [(sources[0], output_path)], []
+            return [], [(sources[0], CodecError(sources[0], "no such file or folder"))], []
+        if output_path.resolve() == sources[0].resolve():
+            raise CodecError(output_path, "is the input itself; choose another output name")
+        return [(sources[0], output_path)], [], []
+    if output_path is not None and not _is_folder_name(output):
+        if output_path.exists():
+            raise CodecError(output_path, f"{len(sources)} inputs need an output folder, but this is a file")
+        if output_path.suffix.lower() in IMAGE_EXTENSIONS:
+            raise CodecError(output_path, f"{len(sources) if len(sources) > 1 else 'a folder'} input"
+                                          f"{'s need' if len(sources) > 1 else ' needs'} an output folder, but this "
+                                          "looks like an image file name; end it with / to mean a folder")
 
     extensions = IMAGE_EXTENSIONS if kind == "encode" else (".png",)
     jobs: list[tuple[Path, Path]] = []
     failed: list[tuple[Path, CodecError]] = []
+    skipped: list[tuple[Path, str]] = []
     for source in sources:
         if source.is_dir():
             if output_path is None:
                 raise CodecError(source, "a folder input needs -o/--output (the output folder)")
-            try:
-                files = list_image_files(source, extensions)
-            except ValueError as error:  # no image in it
-                failed.append((source, CodecError(source, str(error))))
+            if output_path.resolve() == source.resolve():
+                raise CodecError(source, "is both the input and the output folder; the outputs would replace or "
+                                         "mix with the inputs: choose another -o/--output")
+            listing = scan_image_files(source, extensions, exclude=[(output_path, EARLIER_OUTPUT)])
+            skipped.extend(listing.skipped)
+            if not listing.files:
+                failed.append((source, CodecError(source, str(no_images_error(listing, extensions)))))
                 continue
-            skip = output_path.resolve()
-            for file in files:
-                if skip == file.resolve() or skip in file.resolve().parents:  # earlier outputs are no inputs
-                    continue
+            for file in listing.files:
                 jobs.append((file, output_path / file.relative_to(source).with_suffix(".png")))
         elif source.exists():
             destination = (output_path / f"{source.stem}.png" if output_path is not None
@@ -204,13 +234,16 @@ def plan_jobs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike | N
     claimed: dict[Path, Path] = {}
     for source, destination in jobs:
         key = destination.resolve()
+        if key == source.resolve():
+            failed.append((source, CodecError(source, "its output would replace it; choose another -o/--output")))
+            continue
         if key in claimed:
             failed.append((source, CodecError(source, f"its output {destination} is also the output of "
                                                       f"{claimed[key]}; rename one of them")))
             continue
         claimed[key] = source
         unique.append((source, destination))
-    return unique, failed
+    return unique, failed, skipped
 
 
 def batches(items: Sequence, size: int) -> Iterable[Sequence]:

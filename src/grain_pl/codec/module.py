@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from grain_pl.codec.jobs import (
+    EXISTING_OUTPUT,
     RESIZE_POLICIES,
     CodecError,
     CodecReport,
@@ -51,7 +52,7 @@ from grain_pl.codec.jobs import (
     plan_jobs,
     write_atomically,
 )
-from grain_pl.codec.png import HR_COMPRESS_LEVEL, png_bytes, read_png_text
+from grain_pl.codec.png import HR_COMPRESS_LEVEL, check_exact_lr, png_bytes, read_png_text
 from grain_pl.io.images import check_resize_policy, pil_to_signed, signed_to_pil, to_uint8
 from grain_pl.networks import GRAIN, GrainConfig
 from grain_pl.networks.config import build_config
@@ -107,6 +108,11 @@ class GrainModule(pl.LightningModule):
         else:
             grain, preset = load_grain_from_stage_checkpoint(path, prior_path, prior_noise)
             config = grain.config
+        broken = next((name for name, tensor in grain.state_dict().items()
+                       if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())), None)
+        if broken is not None:
+            raise CheckpointError(f"{path}: the model's tensor {broken} holds NaN or infinite values (a diverged "
+                                  "training run?); it would encode and decode to garbage")
         # Build the Lightning wrapper without allocating a second network, then put the loaded one in.
         with torch.device("meta"):
             module = cls(network=config.as_dict(), prior_noise=prior_noise)
@@ -165,6 +171,7 @@ class GrainModule(pl.LightningModule):
         batch = hr.unsqueeze(0) if single else hr
         with self._evaluating():
             lr = self.grain.encode(batch.to(self._model_device(), torch.float32))
+        self._check_finite(lr, "encoding")
         return lr[0] if single else lr
 
     def decode(self, lr: torch.Tensor) -> torch.Tensor:
@@ -172,8 +179,16 @@ class GrainModule(pl.LightningModule):
         single = lr.dim() == 3
         batch = lr.unsqueeze(0) if single else lr
         with self._evaluating():
-            hr = self.grain.decode(batch.to(self._model_device(), torch.float32)).hr_out.clamp(-1, 1)
+            hr = self.grain.decode(batch.to(self._model_device(), torch.float32)).hr_out
+        self._check_finite(hr, "decoding")
+        hr = hr.clamp(-1, 1)
         return hr[0] if single else hr
+
+    def _check_finite(self, output: torch.Tensor, what: str) -> None:
+        # The 8-bit conversion maps NaN to 0: without this check a broken model writes black images, silently.
+        if not bool(torch.isfinite(output).all()):
+            raise ValueError(f"model {self.describe()}: {what} gave NaN or infinite values; its weights are "
+                             "probably broken (a diverged training run?), no file was written for this batch")
 
     def predict_step(self, batch: torch.Tensor | Mapping | Sequence, batch_idx: int = 0,
                      dataloader_idx: int = 0) -> torch.Tensor | dict:
@@ -190,8 +205,14 @@ class GrainModule(pl.LightningModule):
         """An image (file or PIL) -> (3, hr_size, hr_size) tensor in [-1, 1], ready for `encode`."""
         return pil_to_signed(fit_image(open_rgb_image(source), self.hr_size, resize, name_of(source)))
 
-    def load_lr(self, source: ImageSource) -> torch.Tensor:
-        """An LR image (file or PIL) -> (3, lr_size, lr_size) tensor, exactly its 8-bit values."""
+    def load_lr(self, source: ImageSource, allow_lossy_lr: bool = False) -> torch.Tensor:
+        """An LR image (file or PIL) -> (3, lr_size, lr_size) tensor, exactly its 8-bit values.
+
+        An LR that cannot be the exact LR `encode` wrote (a lossy format such as JPEG, transparent pixels, more
+        than 8 bits per channel) is a CodecError unless `allow_lossy_lr` (`--allow-lossy-lr`).
+        """
+        if not allow_lossy_lr:
+            check_exact_lr(source)
         image = open_rgb_image(source)
         if image.size != (self.lr_size, self.lr_size):
             raise CodecError(name_of(source), f"expected a {self.lr_size}x{self.lr_size} LR image for "
@@ -202,9 +223,9 @@ class GrainModule(pl.LightningModule):
         """An image (PIL or file) -> the LR as an 8-bit RGB PIL image (save it losslessly: `lr_png_bytes`)."""
         return signed_to_pil(self.encode(self.load_hr(image, resize)))
 
-    def decode_image(self, lr_image: ImageSource) -> Image.Image:
-        """An LR image (PIL or file) -> the decoded HR image (8-bit RGB PIL)."""
-        return signed_to_pil(self.decode(self.load_lr(lr_image)))
+    def decode_image(self, lr_image: ImageSource, allow_lossy_lr: bool = False) -> Image.Image:
+        """An LR image (PIL or file) -> the decoded HR image (8-bit RGB PIL); see `load_lr` for `allow_lossy_lr`."""
+        return signed_to_pil(self.decode(self.load_lr(lr_image, allow_lossy_lr)))
 
     # ----- files -----
     def encode_file(self, src: str | os.PathLike, dst: str | os.PathLike | None = None, overwrite: bool = False,
@@ -213,9 +234,9 @@ class GrainModule(pl.LightningModule):
         return self._one_file(Path(src), dst, "encode", overwrite=overwrite, resize=resize)
 
     def decode_file(self, src: str | os.PathLike, dst: str | os.PathLike | None = None,
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, allow_lossy_lr: bool = False) -> Path:
         """Decode one LR PNG into an HR PNG (default: next to it, photo.lr.png -> photo.hr.png)."""
-        return self._one_file(Path(src), dst, "decode", overwrite=overwrite)
+        return self._one_file(Path(src), dst, "decode", overwrite=overwrite, allow_lossy_lr=allow_lossy_lr)
 
     def _one_file(self, source: Path, destination: str | os.PathLike | None, kind: str, **options) -> Path:
         destination = Path(destination) if destination is not None else default_destination(source, kind)
@@ -225,22 +246,26 @@ class GrainModule(pl.LightningModule):
         return destination
 
     def encode_paths(self, inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None = None, *,
-                     overwrite: bool = False, resize: str = "error", batch_size: int = 1,
-                     on_result: ResultCallback | None = None) -> CodecReport:
+                     overwrite: bool = False, skip_existing: bool = False, resize: str = "error",
+                     batch_size: int = 1, on_result: ResultCallback | None = None) -> CodecReport:
         """Encode files and folders (layout kept, see `plan_jobs`). A bad file is reported (in the returned
-        report and through `on_result`) and the run goes on."""
+        report and through `on_result`) and the run goes on. `skip_existing`: leave existing outputs as they are
+        and encode the rest (a re-run after an interruption; outputs are written atomically, so an existing one is
+        complete); they are listed in `report.skipped`."""
         check_resize_policy(resize, RESIZE_POLICIES)
-        jobs, failed = plan_jobs(inputs, output, "encode")
-        return self._run_jobs(jobs, "encode", overwrite=overwrite, resize=resize, batch_size=batch_size,
-                              on_result=on_result, failed=failed)
+        jobs, failed, skipped = plan_jobs(inputs, output, "encode")
+        return self._run_jobs(jobs, "encode", overwrite=overwrite, skip_existing=skip_existing, resize=resize,
+                              batch_size=batch_size, on_result=on_result, failed=failed, skipped=skipped)
 
     def decode_paths(self, inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None = None, *,
-                     overwrite: bool = False, batch_size: int = 1,
-                     on_result: ResultCallback | None = None) -> CodecReport:
-        """Decode LR PNG files and folders of them (layout kept); per-file errors as in `encode_paths`."""
-        jobs, failed = plan_jobs(inputs, output, "decode")
-        return self._run_jobs(jobs, "decode", overwrite=overwrite, batch_size=batch_size, on_result=on_result,
-                              failed=failed)
+                     overwrite: bool = False, skip_existing: bool = False, allow_lossy_lr: bool = False,
+                     batch_size: int = 1, on_result: ResultCallback | None = None) -> CodecReport:
+        """Decode LR PNG files and folders of them (layout kept); per-file errors and `skip_existing` as in
+        `encode_paths`, `allow_lossy_lr` as in `load_lr`."""
+        jobs, failed, skipped = plan_jobs(inputs, output, "decode")
+        return self._run_jobs(jobs, "decode", overwrite=overwrite, skip_existing=skip_existing,
+                              allow_lossy_lr=allow_lossy_lr, batch_size=batch_size, on_result=on_result,
+                              failed=failed, skipped=skipped)
 
     def encode_folder(self, src_dir: str | os.PathLike, dst_dir: str | os.PathLike, **options) -> CodecReport:
         return self.encode_paths([src_dir], dst_dir, **options)
@@ -248,8 +273,8 @@ class GrainModule(pl.LightningModule):
     def decode_folder(self, src_dir: str | os.PathLike, dst_dir: str | os.PathLike, **options) -> CodecReport:
         return self.decode_paths([src_dir], dst_dir, **options)
 
-    def _decode_input(self, source: Path) -> torch.Tensor:
-        lr = self.load_lr(source)
+    def _decode_input(self, source: Path, allow_lossy_lr: bool = False) -> torch.Tensor:
+        lr = self.load_lr(source, allow_lossy_lr)
         try:
             stored = read_png_text(source).get("config")
             stored_config = json.loads(stored) if stored is not None else None
@@ -261,12 +286,16 @@ class GrainModule(pl.LightningModule):
         return lr
 
     def _run_jobs(self, jobs: Sequence[tuple[Path, Path]], kind: str, *, overwrite: bool = False,
-                  resize: str = "error", batch_size: int = 1, on_result: ResultCallback | None = None,
-                  failed: Sequence[tuple[Path, CodecError]] = ()) -> CodecReport:
+                  skip_existing: bool = False, allow_lossy_lr: bool = False, resize: str = "error",
+                  batch_size: int = 1, on_result: ResultCallback | None = None,
+                  failed: Sequence[tuple[Path, CodecError]] = (), skipped: Sequence[tuple[Path, str]] = ()
+                  ) -> CodecReport:
         """Load, run and write `batch_size` files at a time; file problems are reported, not raised."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        report = CodecReport()
+        if overwrite and skip_existing:
+            raise ValueError("overwrite and skip_existing (--overwrite, --skip-existing) exclude each other")
+        report = CodecReport(skipped=list(skipped))
 
         def fail(source: Path, error: CodecError) -> None:
             report.failed.append((source, error))
@@ -280,7 +309,9 @@ class GrainModule(pl.LightningModule):
                 return self.load_hr(source, resize)
             run, write_options = self.encode, dict(optimize=True, compress_level=9)
         else:
-            load, run = self._decode_input, self.decode
+            def load(source: Path) -> torch.Tensor:
+                return self._decode_input(source, allow_lossy_lr)
+            run = self.decode
             write_options = dict(optimize=False, compress_level=HR_COMPRESS_LEVEL)
         text = self.png_metadata()
 
@@ -288,7 +319,10 @@ class GrainModule(pl.LightningModule):
             loaded: list[tuple[Path, Path, torch.Tensor]] = []
             for source, destination in batch:
                 if destination.exists() and not overwrite:  # refuse before spending time on the network
-                    fail(source, exists_error(destination))
+                    if skip_existing:
+                        report.skipped.append((destination, EXISTING_OUTPUT))
+                    else:
+                        fail(source, exists_error(destination))
                     continue
                 try:
                     loaded.append((source, destination, load(source)))
@@ -323,15 +357,18 @@ class LRImageDataset(torch.utils.data.Dataset):
     A bad file raises CodecError (naming it); the file helpers of GrainModule report and skip instead.
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike], lr_size: int) -> None:
+    def __init__(self, paths: Sequence[str | os.PathLike], lr_size: int, allow_lossy_lr: bool = False) -> None:
         self.paths = [str(path) for path in paths]
         self.lr_size = lr_size
+        self.allow_lossy_lr = allow_lossy_lr  # see GrainModule.load_lr
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         path = self.paths[index]
+        if not self.allow_lossy_lr:
+            check_exact_lr(path)
         image = open_rgb_image(path)
         if image.size != (self.lr_size, self.lr_size):
             raise CodecError(path, f"expected a {self.lr_size}x{self.lr_size} LR image, got "

@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from io import BytesIO
+from pathlib import Path
 
 import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from grain_pl.codec.jobs import CodecError
 from grain_pl.io.images import uint8_to_pil
 
-__all__ = ["HR_COMPRESS_LEVEL", "lr_png_bytes", "png_bytes", "read_png_text"]
+__all__ = ["HR_COMPRESS_LEVEL", "check_exact_lr", "lossy_lr_reason", "lr_png_bytes", "png_bytes", "read_png_text"]
 
 # zlib level for decoded HR PNGs: these are big (1024x1024) and not what the codec stores, so the default level
 # (fast, deterministic) rather than the slow maximum used for LR PNGs.
@@ -48,3 +50,55 @@ def read_png_text(path: str | os.PathLike) -> dict[str, str]:
     """The text chunks (tEXt, zTXt, iTXt) of a PNG file; {} for other files."""
     with Image.open(path) as image:
         return dict(getattr(image, "text", {}) or {})
+
+
+# Modes whose pixels convert to 8-bit RGB exactly (alpha ones only when every pixel is opaque).
+_EXACT_MODES = ("RGB", "L", "P", "1", "RGBA", "LA", "PA")
+_HEADER_BYTES = 1 << 16  # enough for a PNG's IHDR and a WebP's chunk list
+
+
+def _format_reason(image: Image.Image, header: bytes) -> str | None:
+    if image.format in ("JPEG", "MPO", "JPEG2000"):
+        return f"{image.format} is a lossy format"
+    if image.format == "WEBP" and header[12:16] != b"VP8L" and (b"VP8 " in header or b"VP8L" not in header):
+        return "lossy WebP"
+    if image.format == "TIFF" and "jpeg" in str(image.info.get("compression", "")):
+        return "JPEG-compressed TIFF"
+    if image.format == "PNG" and header[12:16] == b"IHDR" and len(header) > 24 and header[24] > 8:
+        return f"{header[24]} bits per channel (encode writes 8)"
+    return None
+
+
+def lossy_lr_reason(image: Image.Image, header: bytes = b"") -> str | None:
+    """Why `image` (opened from a file whose first bytes are `header`) cannot be the exact LR `grain encode`
+    wrote, or None: a lossy format (JPEG, lossy WebP), more than 8 bits per channel (Pillow would truncate a
+    48-bit PNG), transparent pixels (they would be composited on white), a mode without exact RGB levels."""
+    reason = _format_reason(image, header)
+    if reason is not None:
+        return reason
+    if image.mode not in _EXACT_MODES:
+        return f"mode {image.mode}" + (" (more than 8 bits per channel)" if image.mode.startswith(("I", "F")) else "")
+    too_big = Image.MAX_IMAGE_PIXELS is not None and image.width * image.height > Image.MAX_IMAGE_PIXELS
+    if (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info) and not too_big:
+        if image.convert("RGBA").getchannel("A").getextrema()[0] < 255:
+            return "it has transparent pixels (alpha < 255), which decode would composite on white"
+    return None
+
+
+def check_exact_lr(source: str | os.PathLike | Image.Image) -> None:
+    """Raise CodecError (naming the file) when `source` cannot be the exact LR `grain encode` wrote
+    (`lossy_lr_reason`). Files that do not open are left to the reader, which names their problem."""
+    if isinstance(source, Image.Image):
+        reason, name = lossy_lr_reason(source), "<image>"
+    else:
+        name = str(source)
+        try:
+            with open(source, "rb") as file:
+                header = file.read(_HEADER_BYTES)
+            with Image.open(Path(source)) as image:
+                reason = lossy_lr_reason(image, header)
+        except Exception:  # noqa: BLE001 - missing, unreadable or not an image: open_rgb_image reports it
+            return
+    if reason is not None:
+        raise CodecError(name, f"cannot be the exact LR that grain encode wrote: {reason}; decoding it would not "
+                               "be faithful (pass --allow-lossy-lr, allow_lossy_lr=True, to decode it anyway)")

@@ -41,6 +41,9 @@ def add_codec_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Decode LR PNGs into HR PNGs; deterministic (same LR, checkpoint, device and batch size: "
                     "same bytes). Without -o: photo.lr.png -> photo.hr.png next to it.")
     decode.add_argument("inputs", nargs="+", metavar="INPUT", help="LR PNG files, or folders of them (recursive)")
+    decode.add_argument("--allow-lossy-lr", action="store_true",
+                        help="decode LRs that cannot be the exact PNG encode wrote (JPEG or lossy WebP, transparent "
+                             "pixels, 16 bits per channel); refused by default, as the result is not faithful")
     decode.set_defaults(run=run_decode)
 
     for command in (encode, decode):
@@ -51,7 +54,11 @@ def add_codec_commands(subparsers: argparse._SubParsersAction) -> None:
                              help="a grain_pl model file (.safetensors) or a stage checkpoint (.ckpt)")
         command.add_argument("--prior", metavar="PATH",
                              help="StyleGAN2 prior for a stage .ckpt (default: the checkpoint's prior_path)")
-        command.add_argument("--overwrite", action="store_true", help="replace existing output files")
+        existing = command.add_mutually_exclusive_group()
+        existing.add_argument("--overwrite", action="store_true", help="replace existing output files")
+        existing.add_argument("--skip-existing", action="store_true",
+                              help="keep existing output files and do the rest (a re-run after an interruption: "
+                                   "outputs are written atomically, so an existing one is complete)")
         command.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
         command.add_argument("--batch-size", type=int, default=1,
                              help="images per forward pass (default 1: each output then depends on its own "
@@ -93,12 +100,14 @@ def _run(args: argparse.Namespace, kind: str) -> str:
     with warnings.catch_warnings():
         warnings.showwarning = warn  # restored when the block ends
         module = GrainModule.from_checkpoint(args.model, prior_path=args.prior, map_location=args.device)
-        options = dict(overwrite=args.overwrite, batch_size=args.batch_size, on_result=report)
+        options = dict(overwrite=args.overwrite, skip_existing=args.skip_existing, batch_size=args.batch_size,
+                       on_result=report)
         if kind == "encode":
             result = module.encode_paths(args.inputs, args.output, resize=args.resize, **options)
         else:
-            result = module.decode_paths(args.inputs, args.output, **options)
+            result = module.decode_paths(args.inputs, args.output, allow_lossy_lr=args.allow_lossy_lr, **options)
     done, failed = len(result.written), len(result.failed)
+    skipped = f"; {result.skipped_summary()}" if result.skipped else ""
     if failed:
-        raise ValueError(f"{failed} of {done + failed} file(s) failed (see above); {done} written")
-    return f"{kind}d {done} file(s) with {module.describe()}"
+        raise ValueError(f"{failed} of {done + failed} file(s) failed (see above); {done} written{skipped}")
+    return f"{kind}d {done} file(s) with {module.describe()}{skipped}"

@@ -79,5 +79,6 @@ def run_evaluate(args: argparse.Namespace) -> str:
     except FileNotFoundError as error:  # a missing folder or weight file: a user error like the others
         raise ValueError(str(error)) from error
     output = Path(args.output)
-    return "\n".join([format_summary(summary),
+    skipped = summary["settings"].get("skipped_summary")
+    return "\n".join([format_summary(summary), *([f"{args.folder}: {skipped}"] if skipped else []),
                       f"wrote {output / 'per_image.csv'}, {output / 'summary.json'}, {output / 'rd_plot.png'}"])

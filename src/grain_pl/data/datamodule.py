@@ -16,11 +16,11 @@ from grain_pl.data.datasets import (
     ImageFolderDataset,
     ResizePolicy,
     find_bad_image_files,
-    list_image_files,
     warn_about_skipped_files,
 )
 from grain_pl.data.sampling import ResumableDataLoader, ResumableSampler
 from grain_pl.data.splits import DatasetSplit, celeba_hq_split, folder_split, read_split_file
+from grain_pl.io.images import describe_skipped, no_images_error, scan_image_files
 
 __all__ = ["GrainDataModule"]
 
@@ -120,6 +120,7 @@ class GrainDataModule(pl.LightningDataModule):
 
         self.data_split: DatasetSplit | None = None  # readable files only, filled by setup()
         self.bad_files: dict[str, str] = {}  # unreadable files found at setup: {path: reason}
+        self.unlisted: list[tuple[Path, str]] = []  # entries the folder listing left out: (path, reason)
         self.train_dataset: ImageFolderDataset | None = None
         self.val_dataset: ImageFolderDataset | None = None
         self.test_dataset: ImageFolderDataset | None = None
@@ -132,7 +133,13 @@ class GrainDataModule(pl.LightningDataModule):
         """List the folder and split it (all files, readable or not, so bad files never move good ones)."""
         if self.split_kind == "file":
             return read_split_file(self.split_file, self.data_dir, val_fraction=self.val_fraction, seed=self.seed)
-        paths = list_image_files(self.data_dir)
+        listing = scan_image_files(self.data_dir)
+        if not listing.files:
+            raise no_images_error(listing)
+        self.unlisted = listing.skipped
+        if listing.skipped:
+            rank_zero_warn(f"GrainDataModule: {self.data_dir}: {listing.summary()}")
+        paths = listing.files
         if self.split_kind == "celeba_hq":
             return celeba_hq_split(
                 paths,
@@ -151,9 +158,10 @@ class GrainDataModule(pl.LightningDataModule):
             self.data_split = self._drop_bad_files(self.build_split())
             sizes = self.data_split.sizes()
             validation = f"{sizes['val']} val" if sizes["val"] else "validation on test"
+            unlisted = f"; {describe_skipped(self.unlisted)}" if self.unlisted else ""
             rank_zero_info(
                 f"GrainDataModule: {self.data_dir} split '{self.split_kind}': {sizes['train']} train, "
-                f"{sizes['test']} test images, {validation}"
+                f"{sizes['test']} test images, {validation}{unlisted}"
             )
         split = self.data_split
         if stage in (None, "fit"):

@@ -25,7 +25,7 @@ from grain_pl.data.faces import (
     load_landmarks_file,
 )
 from grain_pl.io.files import atomic_write
-from grain_pl.io.images import BadImageFileError, list_image_files, load_rgb_image
+from grain_pl.io.images import BadImageFileError, describe_skipped, load_rgb_image, no_images_error, scan_image_files
 
 __all__ = ["PrepareReport", "prepare_folder"]
 
@@ -38,11 +38,14 @@ class PrepareReport:
     skipped: list[str] = field(default_factory=list)           # output existed (skip_existing=True)
     failed: dict[str, str] = field(default_factory=dict)        # relative path -> reason
     unused_landmarks: list[str] = field(default_factory=list)   # landmarks-file keys without an image
+    unlisted: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) left out of the listing
 
     def summary(self, max_failures: int = 20) -> str:
         lines = [f"aligned {len(self.written)} image(s)"
                  + (f", skipped {len(self.skipped)} existing" if self.skipped else "")
                  + (f", {len(self.failed)} failed" if self.failed else "")]
+        if self.unlisted:
+            lines.append(f"  {describe_skipped(self.unlisted)}")
         for index, (name, reason) in enumerate(self.failed.items()):
             if index == max_failures:
                 lines.append(f"  ... and {len(self.failed) - max_failures} more failures")
@@ -107,15 +110,14 @@ def prepare_folder(
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
 
-    files = list_image_files(source)
-    destination_resolved = destination.resolve()
     # A destination inside the source must not feed earlier outputs back in.
-    files = [path for path in files if not path.resolve().is_relative_to(destination_resolved)]
+    listing = scan_image_files(source, exclude=[(destination, "output folder, inside the source (not searched)")])
+    if not listing.files:
+        raise no_images_error(listing)
+    files = listing.files
     relatives = [path.relative_to(source).as_posix() for path in files]
-    if not files:
-        raise ValueError(f"no image files under {source} outside the destination {destination}")
 
-    report = PrepareReport()
+    report = PrepareReport(unlisted=[(str(path), reason) for path, reason in listing.skipped])
     targets: dict[str, Path] = {}
     claimed: dict[Path, str] = {}
     for relative in relatives:

@@ -40,14 +40,21 @@ from grain_pl.evaluation.protocol import (
 from grain_pl.evaluation.report import library_versions, summarize, write_results
 from grain_pl.evaluation.scoring import ReconstructionScorer, lr_scores
 from grain_pl.io.images import (
+    BadImageFileError,
+    check_fit,
+    check_image_header,
     check_resize_policy,
     check_uint8_image,
     decode_image_bytes,
+    describe_skipped,
     from_uint8,
-    list_image_files,
+    no_images_error,
+    scan_image_files,
     to_uint8,
     uint8_to_pil,
 )
+
+OWN_OUTPUT = "output folder of this evaluation, inside the test folder (not searched)"
 
 
 @torch.inference_mode()
@@ -59,6 +66,7 @@ def grain_reconstruction(model: Any, hr_uint8: torch.Tensor, png_encoder: PngEnc
     if device is None:
         device = next(iter(model.parameters())).device if hasattr(model, "parameters") else "cpu"
     lr = model.encode(from_uint8(hr_uint8)[None].to(device))
+    _check_finite(model, lr, "encoding")
     lr_uint8 = to_uint8(lr[0]).cpu()
     payload = png_encoder(lr_uint8)
     lr_stored = decode_image_bytes(payload)
@@ -66,10 +74,36 @@ def grain_reconstruction(model: Any, hr_uint8: torch.Tensor, png_encoder: PngEnc
         raise RuntimeError("the LR PNG does not decode to the LR levels it was written from (PNG must be lossless)")
     decoded = model.decode(from_uint8(lr_stored)[None].to(device))
     decoded = getattr(decoded, "hr_out", decoded)  # GrainModule returns the image; the bare GRAIN a GrainOutput
+    _check_finite(model, decoded, "decoding")
     output = to_uint8(decoded[0]).cpu()
     if output.shape != hr_uint8.shape:
         raise ValueError(f"the model decoded {tuple(output.shape)}, expected the HR shape {tuple(hr_uint8.shape)}")
     return Reconstruction("grain", output, payload, "png", lr=lr_stored)
+
+
+def _check_finite(model: Any, output: torch.Tensor, what: str) -> None:
+    # to_uint8 maps NaN to 0: a broken model would score as a black image instead of failing.
+    if not bool(torch.isfinite(output).all()):
+        name = model.describe() if hasattr(model, "describe") else type(model).__name__
+        raise ValueError(f"model {name}: {what} gave NaN or infinite values; its weights are probably broken "
+                         "(a diverged training run?)")
+
+
+def check_test_images(paths: Sequence[Path], hr_size: int, resize: str) -> None:
+    """Every file's header before any model call: readable, under the codec's decompression-bomb limit
+    (PIL.Image.MAX_IMAGE_PIXELS) and fit for `resize`. Raises one ValueError naming the first bad file."""
+    problems: list[str] = []
+    for path in paths:
+        try:
+            width, height = check_image_header(path)
+            check_fit(width, height, hr_size, resize, path)
+        except BadImageFileError as error:
+            problems.append(str(error))
+        except ValueError as error:  # ImageSizeError, ImageTooLargeError
+            problems.append(str(error))
+    if problems:
+        more = f" (and {len(problems) - 1} more bad test image(s))" if len(problems) > 1 else ""
+        raise ValueError(f"{problems[0]}{more}; nothing was evaluated")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -186,7 +220,11 @@ def evaluate_folder(
     output_dir = Path(output_dir)
     check_output_dir(output_dir, overwrite)
     folder = Path(folder)
-    paths = list_image_files(folder)[:limit]
+    listing = scan_image_files(folder, exclude=[(output_dir, OWN_OUTPUT)])
+    if not listing.files:
+        raise no_images_error(listing)
+    paths = listing.files[:limit]
+    check_test_images(paths, hr_size, resize)  # a broken test set fails before the first model call
     if any(spec.kind in ("grain", "resize") for spec in specs):
         png_encoder = png_encoder or _default_png_encoder()
 
@@ -235,6 +273,8 @@ def evaluate_folder(
             "model": None if model is None else type(model).__name__,
             "model_config": _config_dict(model),
             "device": str(device), "pillow_settings": PILLOW_SETTINGS, "psnr_cap_db": PSNR_CAP_DB,
+            "skipped": [[str(path), reason] for path, reason in listing.skipped],
+            "skipped_summary": describe_skipped(listing.skipped),
             **dict(settings or {}),
         },
         "protocol": PROTOCOL,

@@ -25,6 +25,7 @@ import torch
 __all__ = [
     "DestinationExistsError",
     "atomic_write",
+    "check_finite",
     "fsync_directory",
     "save_safetensors",
     "save_torch",
@@ -107,12 +108,25 @@ def save_torch(obj: Any, destination: PathLike, *, overwrite: bool = False, temp
     return atomic_write(destination, lambda file: torch.save(obj, file), overwrite=overwrite, temporary=temporary)
 
 
+def check_finite(state: Mapping[str, Any], destination: PathLike) -> None:
+    """Raise a ValueError naming `destination` and the first floating-point tensor of `state` (nested dicts
+    searched) that holds NaN or infinite values: a model exported from a diverged run would decode to garbage."""
+    for key, value in state.items():
+        if isinstance(value, Mapping):
+            check_finite({f"{key}.{inner}": item for inner, item in value.items()}, destination)
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{destination}: refusing to write a model whose tensor {key} holds NaN or infinite "
+                             "values (a diverged training run?); nothing was written")
+
+
 def save_safetensors(state: Mapping[str, torch.Tensor], destination: PathLike,
                      metadata: Mapping[str, str] | None = None, *, overwrite: bool = False) -> Path:
     """Tensors (moved to the CPU, made contiguous) as a safetensors file with `metadata` in its header,
-    atomically (see `atomic_write`)."""
+    atomically (see `atomic_write`). Refuses non-finite tensors (`check_finite`): every model file goes through
+    here (`save_grain`, `grain convert`, a stage's export_path)."""
     from safetensors.torch import save
 
+    check_finite(state, destination)
     tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
     data = save(tensors, metadata=dict(metadata or {}))
     return write_bytes(data, destination, overwrite=overwrite)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from grain_pl.io.files import DestinationExistsError, save_torch
+from grain_pl.io.files import DestinationExistsError, check_finite, save_torch
 from grain_pl.networks.stylegan2.discriminator import StyleGAN2Discriminator
 from grain_pl.networks.stylegan2.generator import StyleGAN2Generator
 from grain_pl.networks.stylegan2.layers import (
@@ -298,4 +298,5 @@ def export_rosinality(
         ckpt["g"] = _cpu_state(g)
     if args is not None:
         ckpt["args"] = args if isinstance(args, argparse.Namespace) else argparse.Namespace(**dict(args))
+    check_finite({key: value for key, value in ckpt.items() if key != "args"}, path)  # a diverged prior: refuse
     return save_torch(ckpt, path, overwrite=overwrite)
