@@ -44,7 +44,7 @@ from grain_pl.networks.patch_discriminator import PatchDiscriminator
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator
 from grain_pl.stages.gan_loop import GanLoop
 from grain_pl.training.optim import build_optimizer
-from grain_pl.weights.grain_checkpoint import load_prior_into, save_grain
+from grain_pl.weights.grain_checkpoint import VERSION_KEY, grain_pl_version, load_prior_into, save_grain
 from grain_pl.weights.io import check_state_dict
 from grain_pl.weights.stage_checkpoint import read_stage_checkpoint
 
@@ -291,7 +291,7 @@ class GrainStage(GanLoop):
         for key in [key for key in state if key.startswith(FROZEN_PREFIXES)]:
             del state[key]
         checkpoint["grain_pl"] = {"iteration": self.iteration, "discriminator_steps": self.discriminator_steps,
-                                  "config": self.config.as_dict()}
+                                  "config": self.config.as_dict(), VERSION_KEY: grain_pl_version()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
