@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.installed
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-fast lint bench bench-codec bench-demo bench-stages clean train train-prior train-stage1 train-stage2 train-stage3 train-final
 
-# Training settings (override on the command line: make train-stage1 DATA=conf/data/cat_256.yaml DEVICES=2)
+# Training settings (override on the command line: make train-stage1 DATA=conf/data/cat_256.yaml DEVICES=2).
+# A stage whose runs/<stage>/checkpoints holds an earlier run is refused: RESUME=.../last.ckpt goes on with it,
+# START_OVER=1 moves the folder aside (runs/<stage>/checkpoints.previous-<time>) and starts a new run.
 DATA      ?= conf/data/celebahq_1024.yaml
 OVERLAY   ?=
 PRESET    ?=
@@ -18,13 +20,14 @@ NODES     ?= 1
 STRATEGY  ?= auto
 PRECISION ?= 32-true
 RESUME    ?=
+START_OVER ?=
 FIT_ARGS  ?=
 # $(1): the stage's config file in conf/; later configs override earlier ones.
 grain_fit = $(BIN)/grain fit --config conf/trainer.yaml --config conf/stages/$(1).yaml --config $(DATA) \
 	$(if $(2),$(if $(OVERLAY),--config $(OVERLAY))) $(if $(2),$(if $(PRESET),--model.init_args.network $(PRESET))) \
 	$(if $(2),$(if $(PRIOR),--model.init_args.prior_path $(PRIOR))) \
 	--trainer.devices $(DEVICES) --trainer.num_nodes $(NODES) --trainer.strategy $(STRATEGY) \
-	--trainer.precision $(PRECISION) $(if $(RESUME),--ckpt_path $(RESUME)) $(FIT_ARGS)
+	--trainer.precision $(PRECISION) $(if $(RESUME),--ckpt_path $(RESUME)) $(if $(START_OVER),--start_over) $(FIT_ARGS)
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'

@@ -1,6 +1,6 @@
 """The `grain` command: one module per subcommand, all reached through `grain_pl.commands.main`.
 
-    grain fit|validate|test|predict --config ...   training (fit.py, LightningCLI)
+    grain fit|validate|test|predict --config ...   training (fit.py, LightningCLI; --debug: tracebacks)
     grain encode|decode ...                         the codec on files and folders (codec.py)
     grain evaluate ...                              GRAIN against the baselines (evaluate.py)
     grain prepare ...                               align raw face photos for training (prepare.py)
@@ -23,7 +23,7 @@ from grain_pl.commands.codec import add_codec_commands
 from grain_pl.commands.convert import add_convert_command
 from grain_pl.commands.demo import add_demo_command
 from grain_pl.commands.evaluate import add_evaluate_command
-from grain_pl.commands.fit import LIGHTNING_COMMANDS, lightning_cli
+from grain_pl.commands.fit import LIGHTNING_COMMANDS, lightning_cli, run_lightning_command
 from grain_pl.commands.prepare import add_prepare_command
 from grain_pl.commands.setup_lpips import add_setup_lpips_command
 from grain_pl.weights.io import CheckpointError
@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        lightning_cli(argv)
-        return 0
+        return run_lightning_command(argv)  # its own one-line errors; --debug shows the traceback
     args = build_parser().parse_args(argv)
     try:
         print(args.run(args))

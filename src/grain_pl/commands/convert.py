@@ -7,13 +7,40 @@
         -o grain-paper-1024-lr16.safetensors
 
 Every file is read with `torch.load(weights_only=True)`; every output is safetensors, and an existing output
-is never replaced without `--overwrite`.
+is never replaced without `--overwrite`. `grain convert grain` needs a file for every part (prior, invrrdb,
+code-stylegan, fusion); `--random-parts fusion ...` writes the listed parts freshly initialised, on purpose, with a
+warning each. A write that fails (disk full, read-only folder) is one error line and leaves no file behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
+
+# `grain convert grain`: part -> (its option, the GRAIN modules its file fills)
+GRAIN_PARTS = {
+    "prior": ("--prior", "generator, latent_avg"),
+    "invrrdb": ("--invrrdb", "encoder, decoder"),
+    "code-stylegan": ("--code-stylegan", "latent_codes"),
+    "fusion": ("--fusion", "fusion"),
+}
+
+
+class ConvertError(ValueError):
+    """A `grain convert` that cannot be done as asked; the message names the file or the option."""
+
+
+def _write(output: str, save: Callable[[], object]) -> None:
+    """Run `save()` (an atomic write of `output`): a full disk or a folder we may not write to is one line."""
+    try:
+        save()
+    except FileExistsError:
+        raise
+    except OSError as err:  # atomic_write removed its temporary file: nothing half-written is left
+        reason = err.strerror or str(err)
+        raise ConvertError(f"{output}: cannot write it: {reason} (nothing was written)") from err
 
 
 def _convert_stylegan2(args: argparse.Namespace) -> str:
@@ -25,8 +52,9 @@ def _convert_stylegan2(args: argparse.Namespace) -> str:
     if discriminator is not None:
         checkpoint["d"] = discriminator.state_dict()
     flat, groups = flatten_checkpoint(checkpoint)
-    save_safetensors(flat, args.output, {NESTED_GROUPS_KEY: groups, "source": Path(args.input).name,
-                                         "format": "rosinality-stylegan2"}, overwrite=args.overwrite)
+    _write(args.output, lambda: save_safetensors(flat, args.output, {
+        NESTED_GROUPS_KEY: groups, "source": Path(args.input).name, "format": "rosinality-stylegan2"},
+        overwrite=args.overwrite))
     parts = "g_ema, latent_avg" + (", d" if discriminator is not None else "")
     return f"{args.input} -> {args.output} ({parts}; size {generator.size})"
 
@@ -36,8 +64,8 @@ def _convert_irse50(args: argparse.Namespace) -> str:
     from grain_pl.weights.irse50 import load_irse50
 
     network = load_irse50(args.input)
-    save_safetensors(network.state_dict(), args.output, {"source": Path(args.input).name, "format": "irse50"},
-                     overwrite=args.overwrite)
+    _write(args.output, lambda: save_safetensors(network.state_dict(), args.output, {
+        "source": Path(args.input).name, "format": "irse50"}, overwrite=args.overwrite))
     return f"{args.input} -> {args.output} (IR-SE50, {len(network.state_dict())} tensors)"
 
 
@@ -46,17 +74,35 @@ def _convert_grain(args: argparse.Namespace) -> str:
     from grain_pl.weights.grain_checkpoint import load_prior_into, save_grain
     from grain_pl.weights.grain_original import load_official_grain
 
+    files = {part: getattr(args, option[2:].replace("-", "_")) for part, (option, _) in GRAIN_PARTS.items()}
+    random_parts = list(dict.fromkeys(args.random_parts or []))
+    both = [part for part in random_parts if files[part]]
+    if both:
+        raise ConvertError(f"--random-parts {' '.join(both)}: a weight file was given for it as well "
+                           f"({', '.join(f'{GRAIN_PARTS[part][0]} {files[part]}' for part in both)}); choose one")
+    missing = [part for part, path in files.items() if not path and part not in random_parts]
+    if missing:
+        options = ", ".join(f"{GRAIN_PARTS[part][0]} ({GRAIN_PARTS[part][1]})" for part in missing)
+        raise ConvertError(f"no weight file for {options}: pass the file(s), or --random-parts {' '.join(missing)} "
+                           "to write those parts freshly initialised (random) on purpose")
     if Path(args.output).exists() and not args.overwrite:
         raise FileExistsError(f"{args.output}: already exists (pass --overwrite to replace it)")
-    grain = GRAIN(get_preset(args.preset))  # parts without a file keep their fresh initialisation
+    grain = GRAIN(get_preset(args.preset))  # the --random-parts keep this fresh initialisation
     lines = []
-    if args.prior:
-        load_prior_into(grain, args.prior)
-        lines.append(f"{args.prior} -> generator, latent_avg")
-    lines += load_official_grain(grain, invrrdb=args.invrrdb, code_stylegan=args.code_stylegan, fusion=args.fusion)
-    save_grain(grain, args.output, overwrite=args.overwrite, preset=args.preset)
-    return "\n".join(lines + [f"wrote {args.output} (preset {args.preset})"])
-
+    if files["prior"]:
+        load_prior_into(grain, files["prior"])
+        lines.append(f"{files['prior']} -> generator, latent_avg")
+    lines += load_official_grain(grain, invrrdb=files["invrrdb"], code_stylegan=files["code-stylegan"],
+                                 fusion=files["fusion"])
+    for part in random_parts:
+        print(f"grain convert: warning: {GRAIN_PARTS[part][1]} ({part}): random weights, no file "
+              "(--random-parts); images decoded with this model show it", file=sys.stderr)
+    metadata = {"preset": args.preset}
+    if random_parts:
+        metadata["random_parts"] = ",".join(random_parts)  # the file says so too
+    _write(args.output, lambda: save_grain(grain, args.output, overwrite=args.overwrite, **metadata))
+    random_note = f"; random: {', '.join(random_parts)}" if random_parts else ""
+    return "\n".join(lines + [f"wrote {args.output} (preset {args.preset}{random_note})"])
 
 
 def add_convert_command(subparsers) -> argparse.ArgumentParser:
@@ -78,6 +124,9 @@ def add_convert_command(subparsers) -> argparse.ArgumentParser:
     grain.add_argument("--invrrdb", help="invRRDB_model.pt (encoder + decoder)")
     grain.add_argument("--code-stylegan", help="codeStyleGAN_model.pt (latent-code bank)")
     grain.add_argument("--fusion", help="Fusion_model.pt (fusion decoder)")
+    grain.add_argument("--random-parts", nargs="+", choices=list(GRAIN_PARTS), metavar="PART",
+                       help="parts to write freshly initialised (random) because no file is given for them, on "
+                       f"purpose: {', '.join(GRAIN_PARTS)}. Without it every part needs its file")
     grain.set_defaults(run=_convert_grain)
 
     for sub in (stylegan2, irse50, grain):

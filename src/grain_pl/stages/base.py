@@ -44,7 +44,7 @@ from grain_pl.networks.patch_discriminator import PatchDiscriminator
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator
 from grain_pl.stages.gan_loop import GanLoop
 from grain_pl.training.optim import build_optimizer
-from grain_pl.weights.grain_checkpoint import load_prior_into, save_grain
+from grain_pl.weights.grain_checkpoint import VERSION_KEY, grain_pl_version, load_prior_into, save_grain
 from grain_pl.weights.io import check_state_dict
 from grain_pl.weights.stage_checkpoint import read_stage_checkpoint
 
@@ -157,19 +157,30 @@ class GrainStage(GanLoop):
                           "discriminator starts from random weights", stacklevel=2)
         return discriminator
 
-    def load_parts(self, path: str | Path, parts: tuple[str, ...]) -> None:
-        """Start from another stage's checkpoint: exactly the tensors of `parts`, strictly."""
+    def check_parts(self, path: str | Path, parts: tuple[str, ...]) -> dict[str, dict[str, torch.Tensor]]:
+        """The tensors of `parts` in another stage's checkpoint, checked strictly against this stage
+        (CheckpointError naming the file); nothing is loaded."""
         state = read_stage_checkpoint(path)
+        tensors = {}
         for part in parts:
-            module = getattr(self.grain, part)
             prefix = f"grain.{part}."
             given = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-            expected = module.state_dict()
+            expected = getattr(self.grain, part).state_dict()
             if part == "latent_codes" and "latent_avg" not in given:  # the prior file sets it
                 given["latent_avg"] = expected["latent_avg"]
             check_state_dict(expected, given, source=path, what=f"grain.{part} of {type(self).__name__}")
-            module.load_state_dict(given)
-            rank_zero_info(f"[{type(self).__name__}] from {path}: grain.{part} ({len(given)} tensors)")
+            tensors[part] = given
+        return tensors
+
+    def load_parts(self, path: str | Path, parts: tuple[str, ...],
+                   state: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
+        """Start from another stage's checkpoint: exactly the tensors of `parts`, strictly (`state`: what
+        `check_parts` returned for them, so the file is not read twice)."""
+        if state is None or set(state) != set(parts):
+            state = self.check_parts(path, parts)
+        for part in parts:
+            getattr(self.grain, part).load_state_dict(state[part])
+            rank_zero_info(f"[{type(self).__name__}] from {path}: grain.{part} ({len(state[part])} tensors)")
         self.hparams["init_from"] = {"checkpoint": str(path), "parts": list(parts)}
 
     def freeze_unused(self) -> None:
@@ -291,7 +302,7 @@ class GrainStage(GanLoop):
         for key in [key for key in state if key.startswith(FROZEN_PREFIXES)]:
             del state[key]
         checkpoint["grain_pl"] = {"iteration": self.iteration, "discriminator_steps": self.discriminator_steps,
-                                  "config": self.config.as_dict()}
+                                  "config": self.config.as_dict(), VERSION_KEY: grain_pl_version()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]

@@ -9,7 +9,7 @@ never fsyncs, leaves a checkpoint-sized orphan in $TMPDIR at every kill and keep
 
 This plugin writes `<name>.partial` beside the target, fsyncs it, `os.replace`s it over the target (atomic
 within one filesystem) and fsyncs the folder (`grain_pl.io.files.atomic_write`): a reader sees the old file or
-the new one, never a mix. A kill
+the new one, never a mix. A full disk is an OSError naming the checkpoint (`grain fit` shows it as one line). A kill
 leaves at most one stale `<name>.partial`, which the next save of that name overwrites; its suffix is not
 `.ckpt`, so Lightning never takes it for a checkpoint. Remote paths (s3://, gs://, ...) keep Lightning's
 behaviour: an object upload is already all-or-nothing.
@@ -59,4 +59,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options (got {storage_options!r})")
-        atomic_torch_save(checkpoint, local_path)
+        try:
+            atomic_torch_save(checkpoint, local_path)
+        except OSError as err:  # a full disk, a lost mount: the temporary file is gone, the target untouched
+            raise OSError(f"{local_path}: cannot write this checkpoint: {err.strerror or err} (the file it would "
+                          "have replaced, if any, is intact)") from err

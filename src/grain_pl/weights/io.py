@@ -7,6 +7,8 @@ Networks never read files; everything that touches a foreign file or foreign key
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -39,12 +41,32 @@ def read_checkpoint(path: PathLike, *, allow: Iterable[type] = ()) -> object:
     try:
         with torch.serialization.safe_globals(list(allow)):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        blocked = blocked_global(str(err))
+        if blocked is not None:
+            raise CheckpointError(
+                f"{path}: refused: its pickle asks for {blocked}, which a file of weights never needs (a tampered "
+                "or foreign file); grain_pl unpickles only tensors and plain containers") from err
+        raise _unreadable(path, err) from err
     except Exception as err:  # torch.load raises many types for bad bytes (IndexError, EOFError, ...)
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: cannot read it as a PyTorch checkpoint (truncated, corrupt or not a torch.save "
-            f"file): {first_line}"
-        ) from err
+        raise _unreadable(path, err) from err
+
+
+def blocked_global(message: str) -> str | None:
+    """The import or call a `weights_only` load refused (e.g. "posix.system"), from torch's message, or None."""
+    match = re.search(r"GLOBAL\s+([\w.]+)", message)
+    return match.group(1) if match else None
+
+
+def _unreadable(path: Path, err: BaseException) -> CheckpointError:
+    message = str(err).strip()
+    # torch's weights_only message starts by suggesting weights_only=False (which would run the file's code):
+    # show only what its unpickler found
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", message)
+    first_line = detail.group(1) if detail else message.splitlines()[0] if message else type(err).__name__
+    return CheckpointError(
+        f"{path}: cannot read it as a PyTorch checkpoint (truncated, corrupt or not a torch.save file): "
+        f"{first_line}")
 
 
 def require_mapping(obj: object, source: PathLike, what: str) -> Mapping:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from grain_pl.networks import GRAIN, GrainConfig
+from grain_pl.networks import GRAIN
 from grain_pl.networks.config import build_config
-from grain_pl.weights.grain_checkpoint import load_prior_into
+from grain_pl.weights.grain_checkpoint import VERSION_KEY, build_grain, grain_config_from, load_prior_into
 from grain_pl.weights.io import (
     CheckpointError,
     check_state_dict,
@@ -37,6 +37,18 @@ def _read_lightning_checkpoint(path: Path, not_ours: str) -> Mapping:
     checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: {not_ours} (no 'state_dict')")
+    state = checkpoint["state_dict"]
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: {not_ours} (its 'state_dict' is a {type(state).__name__}, expected a dict "
+                              "of tensors)")
+    for key, value in state.items():
+        if not isinstance(key, str) or not torch.is_tensor(value):
+            raise CheckpointError(f"{path}: {not_ours} (its 'state_dict' holds {key!r}: {type(value).__name__}, "
+                                  "expected tensors under string keys)")
+    for entry in ("hyper_parameters", "grain_pl"):
+        if checkpoint.get(entry) is not None and not isinstance(checkpoint[entry], Mapping):
+            raise CheckpointError(f"{path}: {not_ours} (its {entry!r} is a {type(checkpoint[entry]).__name__}, "
+                                  "expected a dict)")
     return checkpoint
 
 
@@ -65,11 +77,14 @@ def load_grain_from_stage_checkpoint(path: str | os.PathLike, prior_path: str | 
     state = strip_prefix(checkpoint["state_dict"], "grain.")
     if not state:
         raise CheckpointError(f"{path}: holds no GRAIN weights (no 'grain.*' tensors; a prior-stage checkpoint?)")
-    extra = checkpoint.get("grain_pl")
-    if isinstance(extra, Mapping) and "config" in extra:  # the exact config the stage trained
-        config = GrainConfig(**dict(extra["config"]))
+    extra = checkpoint.get("grain_pl") or {}
+    if "config" in extra:  # the exact config the stage trained
+        config = grain_config_from(extra["config"], path, extra.get(VERSION_KEY))
     else:
-        config = build_config(hparams.get("network", "paper-1024-lr16"), hparams.get("network_overrides"))
+        try:
+            config = build_config(hparams.get("network", "paper-1024-lr16"), hparams.get("network_overrides"))
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: its hyper_parameters do not describe a GRAIN: {err}") from err
     network = hparams.get("network")
     preset = network if isinstance(network, str) and not hparams.get("network_overrides") else None
 
@@ -93,7 +108,7 @@ def load_grain_from_stage_checkpoint(path: str | os.PathLike, prior_path: str | 
                       "decoded images show it", stacklevel=3)
 
     with torch.device("meta"):  # no random initialisation: every tensor is loaded below
-        grain = GRAIN(config, prior_noise=prior_noise)
+        grain = build_grain(config, path, prior_noise=prior_noise)
     grain.to_empty(device="cpu")
     expected = {key: value for key, value in grain.state_dict().items()
                 if has_generator or not key.startswith("generator.")}
