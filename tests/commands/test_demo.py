@@ -28,6 +28,7 @@ from grain_pl.commands.demo import (
     cosine_factor,
     demo_eta_seconds,
     format_targets,
+    load_photo,
     next_free,
     parse_iterations,
     random_crops,
@@ -84,6 +85,21 @@ def test_crops_come_from_the_photo_at_the_asked_size():
     crops = random_crops(photo, 32, 5, rng)
     assert all(crop.size == (32, 32) for crop in crops)
     assert not set(TRAIN_PHOTOS) & set(HELD_OUT_PHOTOS)
+
+
+def test_a_crop_is_the_crop_of_the_whole_resized_photo():
+    """Resampling only the crop's region gives the pixels of resizing the whole photo and then cropping."""
+    photo = load_photo("astronaut")
+    crops = random_crops(photo, 64, 6, np.random.default_rng(3))
+    rng = np.random.default_rng(3)  # the same draws, the slow way
+    image = Image.fromarray(photo)
+    for crop in crops:
+        scale = math.exp(rng.uniform(math.log(max(0.25, 64 / min(image.size))), 0.0))
+        width, height = max(64, round(image.width * scale)), max(64, round(image.height * scale))
+        left, top = int(rng.integers(0, width - 64 + 1)), int(rng.integers(0, height - 64 + 1))
+        whole = image.resize((width, height), Image.LANCZOS).crop((left, top, left + 64, top + 64))
+        difference = np.abs(np.asarray(crop, dtype=int) - np.asarray(whole, dtype=int))
+        assert difference.max() <= 1 and difference.mean() < 0.01
 
 
 def test_next_free_never_reuses_a_run_folder(tmp_path):
