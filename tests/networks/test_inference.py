@@ -6,8 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grain_pl.networks import GRAIN, get_preset
-from grain_pl.networks import inference
+from grain_pl.networks import GRAIN, get_preset, inference
 from grain_pl.networks.inference import DecodeOptions, conv_of_upsampled
 
 # Every fast switch, alone and together; strips of 8 rows from 8 px on, so that the tiny presets are cut.
