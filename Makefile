@@ -55,7 +55,9 @@ test-fast: $(STAMP)  ## the suite without the tests marked slow (subprocesses, D
 lint: $(STAMP)  ## ruff over src/, tests/ and benchmarks/
 	$(BIN)/ruff check src tests benchmarks
 
-bench: $(STAMP)  ## forward/training-step time and peak memory at the paper preset (1024 px, fp32, CPU)
+# e.g. make bench BENCH_ARGS="--cases forward:whole train:stage1" (the per-module cases)
+BENCH_ARGS ?= --cases decode:baseline decode:fast decode:bf16 --rounds 2 --repeats 1
+bench: $(STAMP)  ## decode at the paper preset (1024 px, fp32, CPU): today's path vs the fast one, time/peak/ratios
 	$(BIN)/python benchmarks/bench_network.py $(BENCH_ARGS)
 
 bench-codec: $(STAMP)  ## encode/decode latency and peak memory (paper preset at 1024, demo preset)

@@ -51,6 +51,36 @@ class PeakMemory:
             self.peak = _rss_bytes("VmHWM") - self.before
 
 
+def total_peak_bytes(device: str) -> int:
+    """The process's whole peak so far (weights included): VmHWM on the CPU, the allocator's peak on CUDA. Read it
+    right after the measured calls (PeakMemory resets VmHWM when a measurement starts)."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated()
+    return _rss_bytes("VmHWM")
+
+
+def machine_description() -> str:
+    """One line naming the CPU (model, vector flags), the cores this process may use, torch's threads and the load."""
+    import torch
+
+    model, flags = "unknown CPU", []
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = [flag for flag in line.split(":", 1)[1].split()
+                             if flag.startswith(("avx", "amx", "fma"))]
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"Machine: {model}; {' '.join(flags) or 'no AVX flags'}; {len(os.sched_getaffinity(0))} cores usable, "
+            f"torch {torch.__version__} with {torch.get_num_threads()} threads; load average {load:.1f} at the start")
+
+
 def synchronize(device: str) -> None:
     """Wait for queued CUDA work, so that a timer stops after the work and not after its launch."""
     if device == "cuda":

@@ -24,6 +24,7 @@ from grain_pl.networks.config import GrainConfig, get_preset
 from grain_pl.networks.decoder import Decoder
 from grain_pl.networks.encoder import Encoder
 from grain_pl.networks.fusion import Fusion
+from grain_pl.networks.inference import DecodeOptions, autocast_context, decoder_forward, fusion_forward
 from grain_pl.networks.latent_codes import LatentCodeBank
 from grain_pl.networks.quantize import Quantize
 from grain_pl.networks.stylegan2 import StyleGAN2Generator
@@ -62,11 +63,15 @@ class GRAIN(nn.Module):
 
     prior_noise: the StyleGAN2 noise inputs. "auto" draws fresh noise in training (as the official code) and
     uses the generator's fixed noise buffers in eval mode, so decoding is deterministic.
+    decode_options: how `decode` runs without autograd (grain_pl.networks.inference; `DecodeOptions.baseline()`
+    is the modules' own forward). With autograd on, the modules' forward always runs.
     """
 
     def __init__(self, config: GrainConfig | str = "paper-1024-lr16", prior_noise: str = "auto",
-                 quantize_noise_at_eval: bool = False, checkpointing: bool = False) -> None:
+                 quantize_noise_at_eval: bool = False, checkpointing: bool = False,
+                 decode_options: DecodeOptions | None = None) -> None:
         super().__init__()
+        self.decode_options = decode_options if decode_options is not None else DecodeOptions()
         if prior_noise not in NOISE_MODES:
             raise ValueError(f"prior_noise must be one of {NOISE_MODES}, got {prior_noise!r}")
         self.config = get_preset(config) if isinstance(config, str) else config
@@ -118,6 +123,10 @@ class GRAIN(nn.Module):
 
     def decode(self, lr: torch.Tensor, return_features: bool = False) -> GrainOutput:
         check_image(lr, self.config.lr_size, "lr")
+        options = self.decode_options
+        if options.enabled and not torch.is_grad_enabled():
+            with autocast_context(options, lr.device):
+                return self._decode_inference(lr, options, return_features)
         # 3. decoder: LR -> y_inv and a feature map at every scale
         y_inv, decoder_features = self.decoder(lr)
         y_inv = self._add_upscale(y_inv, lr)
@@ -134,6 +143,23 @@ class GRAIN(nn.Module):
             decoder_features=decoder_features if return_features else None,
             prior_features=prior.features if return_features else None,
         )
+
+    def _decode_inference(self, lr: torch.Tensor, options: DecodeOptions, return_features: bool) -> GrainOutput:
+        """`decode` without autograd, through grain_pl.networks.inference (same data flow, same results up to
+        float summation order unless `options.bf16`)."""
+        y_inv, decoder_features = decoder_forward(self.decoder, lr, options)
+        y_inv = self._add_upscale(y_inv.float().contiguous(), lr)
+        w_plus = self.latent_codes(decoder_features)
+        prior = self.generator.synthesize(w_plus, noise_mode=self.current_noise_mode, return_features=True)
+        hr_out = fusion_forward(self.fusion, decoder_features, prior.features, options).float().contiguous()
+        if not return_features:
+            decoder_features = prior_features = None  # free them before the residual below
+        else:
+            prior_features = prior.features
+        if self.config.hr_parameterisation == "bicubic_residual":
+            hr_out = hr_out + y_inv
+        return GrainOutput(lr=lr, y_inv=y_inv, w_plus=w_plus, prior_image=prior.image.float(), hr_out=hr_out,
+                           decoder_features=decoder_features, prior_features=prior_features)
 
     def _add_upscale(self, y_inv: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         if self.config.hr_parameterisation == "bicubic_residual":
