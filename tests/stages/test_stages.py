@@ -130,3 +130,25 @@ def test_final_stage_exports_a_model_file(prior_file, datamodule, trainer_kwargs
     loaded = load_grain(tmp_path / "model.safetensors")
     assert torch.equal(loaded.fusion.head[0].weight, stage.grain.fusion.head[0].weight)
     assert torch.equal(loaded.generator.style[1].weight, stage.grain.generator.style[1].weight)
+
+
+@pytest.mark.parametrize("parameterisation", ["free", "bicubic_residual"])
+def test_each_stage_trains_the_outputs_the_model_decodes(parameterisation, prior_file):
+    """Stage 2's y_inv and stage 3's hr_out are the model's own (GRAIN.decode's), under either HR
+    parameterisation: a stage that left out the bicubic base would train the fusion to make the whole image,
+    which decode then adds to y_inv a second time."""
+    torch.manual_seed(0)
+    overrides = {"hr_parameterisation": parameterisation}
+    stage2 = make_stage("stage2", prior_file, network_overrides=overrides).eval()
+    stage3 = make_stage("stage3", prior_file, network_overrides=overrides).eval()
+    for stage in (stage2, stage3):
+        for parameter in stage.grain.parameters():  # no zero-initialised head: every term counts
+            parameter.data.normal_(0, 0.05)
+    stage3.grain.load_state_dict(stage2.grain.state_dict())
+    hr = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = stage3.grain(hr)
+        assert torch.allclose(stage2.generate(hr).y_inv, expected.y_inv, atol=1e-6)
+        produced = stage3.generate(hr)
+    assert torch.allclose(produced.y_inv, expected.y_inv, atol=1e-6)
+    assert torch.allclose(produced.hr_out, expected.hr_out, atol=1e-5)

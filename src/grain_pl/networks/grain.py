@@ -118,8 +118,23 @@ class GRAIN(nn.Module):
     def rescale(self, hr: torch.Tensor) -> GrainOutput:
         """Stage 1's path only: HR -> LR -> y_inv (no prior, no fusion)."""
         lr = self.encode(hr)
+        y_inv, decoder_features = self.upscale(lr)
+        return GrainOutput(lr=lr, y_inv=y_inv, decoder_features=decoder_features)
+
+    def upscale(self, lr: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """3. the decoder: LR -> y_inv (the decoder's head, plus the LR's bicubic upscale under
+        hr_parameterisation="bicubic_residual") and its feature map at every scale."""
         y_inv, decoder_features = self.decoder(lr)
-        return GrainOutput(lr=lr, y_inv=self._add_upscale(y_inv, lr), decoder_features=decoder_features)
+        return self._add_upscale(y_inv, lr), decoder_features
+
+    def fuse(self, decoder_features: dict[int, torch.Tensor], prior_features: dict[int, torch.Tensor],
+             y_inv: torch.Tensor) -> torch.Tensor:
+        """6. fusion of decoder and prior features -> the final HR image (under hr_parameterisation=
+        "bicubic_residual" the fusion's output refines y_inv, so stage 3 starts from stage 1's result)."""
+        hr_out = self.fusion(decoder_features, prior_features)
+        if self.config.hr_parameterisation == "bicubic_residual":
+            hr_out = hr_out + y_inv
+        return hr_out
 
     def decode(self, lr: torch.Tensor, return_features: bool = False) -> GrainOutput:
         check_image(lr, self.config.lr_size, "lr")
@@ -128,16 +143,13 @@ class GRAIN(nn.Module):
             with autocast_context(options, lr.device):
                 return self._decode_inference(lr, options, return_features)
         # 3. decoder: LR -> y_inv and a feature map at every scale
-        y_inv, decoder_features = self.decoder(lr)
-        y_inv = self._add_upscale(y_inv, lr)
+        y_inv, decoder_features = self.upscale(lr)
         # 4. latent-code bank: decoder features -> W+
         w_plus = self.latent_codes(decoder_features)
         # 5. frozen StyleGAN2: W+ -> prior image and its features
         prior = self.generator.synthesize(w_plus, noise_mode=self.current_noise_mode, return_features=True)
         # 6. fusion of decoder and prior features -> final HR image
-        hr_out = self.fusion(decoder_features, prior.features)
-        if self.config.hr_parameterisation == "bicubic_residual":
-            hr_out = hr_out + y_inv  # the fusion refines y_inv, so stage 3 starts from stage 1's result
+        hr_out = self.fuse(decoder_features, prior.features, y_inv)
         return GrainOutput(
             lr=lr, y_inv=y_inv, w_plus=w_plus, prior_image=prior.image, hr_out=hr_out,
             decoder_features=decoder_features if return_features else None,
