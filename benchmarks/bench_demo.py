@@ -19,6 +19,9 @@ allocations), `setup s` the time from `Trainer.fit` to the first iteration (logg
 is the process's CPU time per measured iteration: with one thread it is what an iteration costs an idle core,
 whatever the load (with more threads it also counts their spinning).
 
+First it times the demo's data preparation (crops of the training photos) the way it was done before (the whole
+photo resized for every crop) against today's (only the crop's box resampled), as a ratio.
+
 Switches (`grain_pl.commands.demo.SpeedOptions` unless noted); an option joins switches with "+":
   baseline        today's demo: fp32, torch's default threads, W&B offline logger, data loaded in the main process
   threads1        torch.set_num_threads(1)
@@ -250,6 +253,7 @@ def main() -> None:
     print(f"bench_demo: {args.preset}, batch {args.batch}, {args.warmup} warm-up + {args.iterations} measured "
           f"iterations per stage, {args.rounds} rounds interleaved; {cpu_model()}, {os.cpu_count()} CPUs; load "
           f"average at start {os.getloadavg()[0]:.1f}", flush=True)
+    bench_crops(get_preset(args.preset).hr_size, count=50, rounds=3)
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, _ = prepare_data(Path(tmp) / "data", get_preset(args.preset).hr_size, args.train_crops, 0, seed=0)
@@ -271,6 +275,44 @@ def main() -> None:
         report(runs, keys, params_dir, args.reference)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     write_json(runs, args.json)
+
+
+def whole_photo_crops(photo, size: int, count: int, rng) -> list:
+    """The demo's crops as it made them before: the whole photo resized per crop, then cropped (the same draws
+    as `grain_pl.commands.demo.random_crops`)."""
+    import math
+
+    from PIL import Image
+
+    image = Image.fromarray(photo)
+    crops = []
+    for _ in range(count):
+        scale = math.exp(rng.uniform(math.log(max(0.25, size / min(image.size))), 0.0))
+        width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+        left, top = int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))
+        crops.append(image.resize((width, height), Image.LANCZOS).crop((left, top, left + size, top + size)))
+    return crops
+
+
+def bench_crops(size: int, count: int, rounds: int) -> None:
+    """The demo's data preparation: seconds for `count` crops per training photo, before (whole photo resized per
+    crop) and now (only the crop's box resampled), interleaved; prints the median ratio."""
+    import numpy as np
+
+    from grain_pl.commands.demo import TRAIN_PHOTOS, load_photo, random_crops
+
+    photos = [load_photo(name) for name in TRAIN_PHOTOS]
+    times: dict[str, list[float]] = {"whole photo": [], "crop box": []}
+    for _ in range(rounds):
+        for name, make in (("whole photo", whole_photo_crops), ("crop box", random_crops)):
+            begin = time.perf_counter()
+            for photo in photos:
+                make(photo, size, count, np.random.default_rng(0))
+            times[name].append(time.perf_counter() - begin)
+    before, after = statistics.median(times["whole photo"]), statistics.median(times["crop box"])
+    print(f"data: {count} crops of {size} px from each of {len(photos)} photos: whole photo resized per crop "
+          f"{before:.2f} s, crop box resampled {after:.2f} s: {before / after:.1f}x faster (median of {rounds})",
+          flush=True)
 
 
 def report(runs: list[dict], keys: list[str], params_dir: Path, reference: str) -> None:
