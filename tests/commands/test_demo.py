@@ -4,9 +4,11 @@ safety cap that says when it cut a stage, the target check, the comparison pictu
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -54,10 +56,32 @@ def demo_run(tmp_path_factory):
         patch.delenv("GRAIN_PL_NO_WANDB", raising=False)
         capture = _Capture()
         threads = torch.get_num_threads()
-        with capture:
-            metrics = run_demo(root / "demo", tiny_recipe(speed=SpeedOptions(threads=1)), seed=0, progress_seconds=0)
+        lightning_info = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+        records = _Records()
+        lightning_info.addHandler(records)
+        try:
+            with capture, warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", append=True)  # after grain_pl's filters: they still hold
+                metrics = run_demo(root / "demo", tiny_recipe(speed=SpeedOptions(threads=1)), seed=0,
+                                   progress_seconds=0)
+        finally:
+            lightning_info.removeHandler(records)
         assert torch.get_num_threads() == threads  # the recipe's thread count holds during the run only
+    # what every stage used to print, none of it actionable: Lightning's info lines, two warnings, W&B's notice
+    assert not [record for record in records.records if record.levelno < logging.WARNING]
+    noise = ("eval mode at the start of training", "isinstance(treespec, LeafSpec)")
+    assert not [warning for warning in caught if any(text in str(warning.message) for text in noise)]
+    assert "anonymous setting" not in capture.text
     return metrics, capture.text, root / "demo"
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 class _Capture:

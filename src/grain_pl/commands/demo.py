@@ -40,10 +40,11 @@ TRAIN_PHOTOS = ("astronaut", "rocket", "motorcycle_left", "motorcycle_right", "h
                 "immunohistochemistry")
 HELD_OUT_PHOTOS = ("chelsea", "coffee")
 STAGES = ("prior", "stage1", "stage2", "stage3", "final")
-# Seconds per iteration of the default recipe on the project's 2-core CPU, idle, 2 threads (a `grain demo --scale
-# 0.15` run's metrics.json); only for the whole demo's ETA (scaled by how fast the stages so far ran here).
-REFERENCE_SECONDS_PER_ITERATION = {"prior": 1.31, "stage1": 0.61, "stage2": 0.63, "stage3": 0.68, "final": 1.39}
-REFERENCE_EVALUATION_SECONDS = 15.0  # evaluation and comparison.png
+# Seconds per iteration of the default recipe on the project's 2-core CPU, idle, 2 threads (the stages' train
+# seconds / iterations in the metrics.json of the README's `make demo` run); only for the whole demo's ETA
+# (scaled by how fast the stages so far ran here).
+REFERENCE_SECONDS_PER_ITERATION = {"prior": 1.35, "stage1": 0.67, "stage2": 0.61, "stage3": 0.75, "final": 1.43}
+REFERENCE_EVALUATION_SECONDS = 15.0  # data, evaluation and comparison.png
 # Issue 9's targets for the demo's held-out crops.
 LR_PSNR_TARGET_DB = 32.0
 PSNR_MARGIN_DB = 1.0
@@ -496,13 +497,20 @@ def run_demo(output: Path, recipe: DemoRecipe | None = None, seed: int = 0, minu
     """Train the chain for the recipe's iterations, evaluate, draw, and write metrics.json; returns its dict.
     `minutes` caps the whole run (a safety net: a cut stage is reported, and the table is then not the
     reproducible one). The recipe's thread count holds during the run only."""
+    import logging
+
     import torch
 
     threads = torch.get_num_threads()
+    # Lightning's info lines (accelerators found, tips, batch limits) would repeat for each of the five stages
+    lightning_info = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = lightning_info.level
+    lightning_info.setLevel(logging.WARNING)
     try:
         return _run_chain(output, recipe, seed, minutes, accelerator, progress_seconds)
     finally:
         torch.set_num_threads(threads)
+        lightning_info.setLevel(level)
 
 
 def _run_chain(output: Path, recipe: DemoRecipe | None, seed: int, minutes: float, accelerator: str,

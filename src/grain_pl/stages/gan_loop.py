@@ -16,6 +16,7 @@ the generator-side step(s):
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import pytorch_lightning as pl
@@ -24,6 +25,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from grain_pl.losses.adversarial import discriminator_adversarial_loss, discriminator_r1, lazy_r1_weight
+
+# Two warnings every fit of a stage printed, neither actionable: the frozen parts (the prior, the loss networks,
+# the stages' frozen modules) are in eval mode on purpose, and Lightning's own use of a torch.utils._pytree name
+# that torch deprecated.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 class GanLoop(pl.LightningModule):

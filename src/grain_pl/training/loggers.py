@@ -72,6 +72,8 @@ class GrainWandbLogger(WandbLogger):
         else:
             mode = "offline" if offline else "online"
         super().__init__(name=name, save_dir=save_dir, project=project, log_model=log_model, mode=mode, **kwargs)
+        if self._wandb_init.get("anonymous") is None:  # Lightning always passes it; wandb warns that it is unused
+            self._wandb_init.pop("anonymous", None)
 
     @property
     def mode(self) -> str:
