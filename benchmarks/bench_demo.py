@@ -23,7 +23,8 @@ First it times the demo's data preparation (crops of the training photos) the wa
 photo resized for every crop) against today's (only the crop's box resampled), as a ratio.
 
 Switches (`grain_pl.commands.demo.SpeedOptions` unless noted); an option joins switches with "+":
-  baseline        today's demo: fp32, torch's default threads, W&B offline logger, data loaded in the main process
+  baseline        the demo without speed options: fp32, NCHW, torch's default threads, W&B offline logger, data
+                  loaded in the main process (the demo's recipe now turns channels_last on)
   threads1        torch.set_num_threads(1)
   passive         OMP_WAIT_POLICY=PASSIVE (environment; OpenMP threads sleep instead of spinning while they wait)
   interop1        torch.set_num_interop_threads(1)
