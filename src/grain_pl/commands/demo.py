@@ -43,7 +43,7 @@ STAGES = ("prior", "stage1", "stage2", "stage3", "final")
 # Seconds per iteration of the default recipe on the project's 2-core CPU, idle, 2 threads (the stages' train
 # seconds / iterations in the metrics.json of the README's `make demo` run); only for the whole demo's ETA
 # (scaled by how fast the stages so far ran here).
-REFERENCE_SECONDS_PER_ITERATION = {"prior": 1.35, "stage1": 0.67, "stage2": 0.61, "stage3": 0.75, "final": 1.43}
+REFERENCE_SECONDS_PER_ITERATION = {"prior": 1.43, "stage1": 0.58, "stage2": 0.61, "stage3": 0.73, "final": 1.43}
 REFERENCE_EVALUATION_SECONDS = 15.0  # data, evaluation and comparison.png
 # Issue 9's targets for the demo's held-out crops.
 LR_PSNR_TARGET_DB = 32.0
