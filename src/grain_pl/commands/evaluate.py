@@ -6,7 +6,8 @@
     grain evaluate data/test --model grain.safetensors -o runs/eval --methods grain bicubic jpeg_matched jpeg_q1
 
 Wired into `grain` by `add_evaluate_command(subparsers)`; the command's `run` returns the text `grain` prints and
-raises ValueError / FileExistsError / CheckpointError for the user's mistakes (printed as one error line).
+raises ValueError / FileExistsError / CheckpointError for the user's mistakes and OSError
+for a folder it cannot write (each printed as one error line).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def run_evaluate(args: argparse.Namespace) -> str:
             settings={"checkpoint": args.model, "prior": args.prior, "arcface_weights": args.arcface},
             progress=lambda line: print(line, file=sys.stderr, flush=True))
     except FileNotFoundError as error:  # a missing folder or weight file: a user error like the others
-        raise ValueError(str(error)) from error
+        raise ValueError(f"{error.filename}: {error.strerror}" if error.strerror and error.filename else str(error)
+                         ) from error
     output = Path(args.output)
     skipped = summary["settings"].get("skipped_summary")
     return "\n".join([format_summary(summary), *([f"{args.folder}: {skipped}"] if skipped else []),
