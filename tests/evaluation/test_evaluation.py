@@ -576,3 +576,21 @@ def test_a_read_only_output_folder_fails_before_the_first_model_call(image_folde
                  "-o", str(tmp_path / "cli")]) == 2
     assert capsys.readouterr().err == f"grain evaluate: error: {tmp_path / 'cli'}: cannot write there: Permission " \
                                       "denied\n"
+
+
+@pytest.mark.parametrize(("hr_size", "lr_size"), [(32, 64), (32, 32), (32, 0), (-32, 8)])
+def test_impossible_baseline_sizes_are_refused(hr_size, lr_size, image_folder, tmp_path) -> None:
+    with pytest.raises(ValueError, match=f"hr_size {hr_size} and lr_size {lr_size} .*the LR smaller than the HR"):
+        evaluate_folder(None, image_folder, tmp_path / "out", hr_size=hr_size, lr_size=lr_size, methods=["bicubic"],
+                        perceptual=MeanAbsoluteDistance())
+
+
+@pytest.mark.parametrize(("device", "expected"), [
+    ("bogus", "--device bogus: not a torch device (cpu, cuda, cuda:1, mps, ...)"),
+    ("cuda:99", "--device cuda:99: no such CUDA device is available")])
+def test_a_bad_device_is_one_line_before_the_model_loads(device, expected, tmp_path, capsys) -> None:
+    from grain_pl.commands import main
+
+    assert main(["evaluate", str(tmp_path), "--model", "missing.safetensors", "-o", str(tmp_path / "out"),
+                 "--device", device]) == 2
+    assert capsys.readouterr().err == f"grain evaluate: error: {expected}\n"  # not the missing model's error

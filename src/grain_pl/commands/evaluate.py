@@ -57,12 +57,27 @@ def load_arcface(path: str) -> Any:
     return load(path)
 
 
+def check_device(name: str) -> None:
+    """A ValueError naming --device unless torch knows the device and this machine has it."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name}: not a torch device (cpu, cuda, cuda:1, mps, ...)") from error
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {name}: no such CUDA device is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available")
+
+
 def run_evaluate(args: argparse.Namespace) -> str:
     """Run `grain evaluate` from parsed arguments; returns the summary table."""
     from grain_pl.evaluation import check_output_dir, evaluate_folder, format_summary
 
     try:
         check_output_dir(args.output, args.overwrite)  # refuse before loading anything
+        check_device(args.device)
         if args.prior is not None and args.model is None:
             raise ValueError("--prior only applies together with --model")
         arcface = load_arcface(args.arcface) if args.arcface is not None else None  # before the big model load

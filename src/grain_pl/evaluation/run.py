@@ -149,6 +149,9 @@ def _sizes(model: Any, hr_size: int | None, lr_size: int | None) -> tuple[int, i
     if model is None:
         if hr_size is None or lr_size is None:
             raise ValueError("without a model, give hr_size and lr_size (the baselines' HR and LR sizes)")
+        if not 0 < lr_size < hr_size:
+            raise ValueError(f"hr_size {hr_size} and lr_size {lr_size} (--hr-size, --lr-size): both must be positive "
+                             "and the LR smaller than the HR")
         return int(hr_size), int(lr_size)
     config = model.config
     for name, given, own in (("hr_size", hr_size, config.hr_size), ("lr_size", lr_size, config.lr_size)):
