@@ -486,3 +486,15 @@ def test_prepare_reports_what_its_listing_skipped(tmp_path) -> None:
     assert lines[1].startswith("  skipped 4: 1 hidden, name starting with '.'")
     for reason in ("1 broken symbolic link", "1 folder already searched", "1 output folder, inside the source"):
         assert reason in lines[1]
+
+
+@pytest.mark.parametrize(("option", "expected"), [(["--size", "0"], "output_size (--size) must be at least 1, got 0"),
+                                                  (["--det-size", "-1"], "(--det-size) must be positive")])
+def test_prepare_refuses_impossible_sizes_up_front(option, expected, tmp_path, capsys) -> None:
+    from grain_pl.commands import main
+
+    source, landmarks_file = _two_photos_with_landmarks(tmp_path)
+    landmarks = ["--landmarks", str(landmarks_file)] if option[0] == "--size" else []
+    assert main(["prepare", str(source), "-o", str(tmp_path / "aligned"), *landmarks, *option]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and expected in error  # not "aligned 0 image(s), 2 failed", file by file

@@ -77,7 +77,7 @@ def describe_failure(error: BaseException) -> tuple[str, int]:
         files = [str(name) for name in (error.filename, error.filename2) if name is not None]
         return (f"{' -> '.join(files)}: {error.strerror}" if files else error.strerror), 2
     if isinstance(error, (CheckpointError, ValueError, OSError)):  # OSError: our own messages name the file
-        return _first_line(error), 2
+        return str(error).strip() or type(error).__name__, 2  # all of it: some list the files that failed
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":  # torch's is a RuntimeError
         detail = f" ({_first_line(error)})" if str(error).strip() else ""
         return f"out of memory{detail}; a smaller input, batch size or preset may fit", 1

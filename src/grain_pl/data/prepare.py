@@ -109,6 +109,10 @@ def prepare_folder(
         raise ValueError("give either a detector object or a detector path, not both")
     if overwrite and skip_existing:
         raise ValueError("overwrite and skip_existing exclude each other")
+    if output_size < 1:
+        raise ValueError(f"output_size (--size) must be at least 1, got {output_size}")
+    if detector_input_size is not None and min(detector_input_size) < 1:
+        raise ValueError(f"detector_input_size (--det-size) must be positive, got {detector_input_size}")
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
 
