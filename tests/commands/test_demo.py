@@ -339,8 +339,33 @@ def test_bad_demo_arguments_fail_before_any_work(tmp_path):
 
     parser = build_parser()
     for argv, message in ((["--threads", "0"], "--threads"), (["--iterations", "prior=0"], "STAGE=N"),
-                          (["--scale", "-1"], "--scale")):
+                          (["--scale", "-1"], "--scale"), (["--scale", "inf"], "positive and finite, got inf")):
         args = parser.parse_args(["demo", "--output", str(tmp_path / "demo"), *argv])
         with pytest.raises(ValueError, match=message):
             args.run(args)
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_full_disk_while_making_the_data_names_the_file_and_leaves_no_half_png(tmp_path, monkeypatch):
+    import errno
+    import os
+    import stat
+
+    from grain_pl.commands.demo import prepare_data
+
+    real_fsync, written = os.fsync, []
+
+    def fsync(descriptor):  # the third crop finds the disk full
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):
+            if len(written) >= 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr("grain_pl.io.files.os.fsync", fsync)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        prepare_data(tmp_path / "data", 16, train_crops=7, test_crops=2, seed=0)
+    third = tmp_path / "data" / "train" / f"{TRAIN_PHOTOS[2]}_0000.png"
+    assert caught.value.filename == str(third)
+    files = sorted(path.name for path in (tmp_path / "data" / "train").iterdir())
+    assert files == [f"{TRAIN_PHOTOS[0]}_0000.png", f"{TRAIN_PHOTOS[1]}_0000.png"]  # complete ones, no temporary

@@ -197,3 +197,11 @@ def test_a_second_run_of_a_stage_never_leaves_a_stale_last_ckpt(tmp_path, monkey
     assert torch.load(last, weights_only=True)["grain_pl"]["iteration"] == 2
     (aside,) = (tmp_path / "runs" / "stage1").glob("checkpoints.previous-*")
     assert torch.load(aside / "last.ckpt", weights_only=True)["grain_pl"]["iteration"] == 1
+
+
+def test_a_binary_config_file_is_named(tmp_path, capsys):
+    binary = tmp_path / "photo.png"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    assert main(["fit", "--config", str(binary)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"grain fit: error: --config {binary}: not a YAML text file" in error

@@ -9,9 +9,12 @@ load them through insightface's own model zoo, the path a user's w600k_r50.onnx 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import json
+import os
 import shutil
+import stat
 import warnings
 from pathlib import Path
 
@@ -295,6 +298,62 @@ def test_prepare_folder_with_a_landmarks_file(tmp_path) -> None:
     assert Image.open(destination / "two.png").size == (32, 32)
 
 
+def _two_photos_with_landmarks(tmp_path: Path) -> tuple[Path, Path]:
+    source = tmp_path / "photos"
+    source.mkdir()
+    photo, landmarks = _face_photo()
+    photo.save(source / "one.png")
+    photo.save(source / "two.png")
+    landmarks_file = tmp_path / "landmarks.json"
+    landmarks_file.write_text(json.dumps({"one.png": landmarks.tolist(), "two.png": landmarks.tolist()}))
+    return source, landmarks_file
+
+
+def test_prepare_on_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path, monkeypatch, capsys) -> None:
+    from grain_pl.commands import main
+
+    source, landmarks_file = _two_photos_with_landmarks(tmp_path)
+    destination = tmp_path / "aligned"
+    real_fsync, written = os.fsync, []
+
+    def fsync(descriptor: int) -> None:  # the second output's write finds the disk full
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):
+            if written:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr("grain_pl.io.files.os.fsync", fsync)
+    arguments = ["prepare", str(source), "-o", str(destination), "--landmarks", str(landmarks_file), "--size", "32"]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err.splitlines()[-1]  # after the progress line
+    assert error == (f"grain prepare: error: {destination / 'two.png'}: cannot write it: No space left on device; "
+                     "1 aligned face(s) written before it are complete (rerun with --skip-existing to do the rest)")
+    assert sorted(path.name for path in destination.iterdir()) == ["one.png"]  # no partial file, no temporary
+    Image.open(destination / "one.png").load()
+
+    monkeypatch.setattr("grain_pl.io.files.os.fsync", real_fsync)  # space again: the rerun does the rest
+    assert main([*arguments, "--skip-existing"]) == 0
+    assert sorted(path.name for path in destination.iterdir()) == ["one.png", "two.png"]
+
+
+def test_prepare_into_a_read_only_folder_is_one_line_before_any_work(tmp_path, monkeypatch, capsys) -> None:
+    from grain_pl.commands import main
+
+    source, landmarks_file = _two_photos_with_landmarks(tmp_path)
+    destination = tmp_path / "aligned"
+
+    def refused(*args, **kwargs):  # the tests run as root, where a chmod-ed folder stays writable
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr("grain_pl.io.files.tempfile.TemporaryFile", refused)
+    monkeypatch.setattr("grain_pl.data.prepare.load_rgb_image", lambda path: pytest.fail("read before the check"))
+    assert main(["prepare", str(source), "-o", str(destination), "--landmarks", str(landmarks_file)]) == 2
+    assert capsys.readouterr().err == f"grain prepare: error: {destination}: cannot write there: Read-only file " \
+                                      "system\n"
+    assert list(destination.iterdir()) == []
+
+
 def test_landmarks_csv_with_header(tmp_path) -> None:
     csv_file = tmp_path / "points.csv"
     values = ",".join(str(value) for value in FACE.ravel())
@@ -427,3 +486,15 @@ def test_prepare_reports_what_its_listing_skipped(tmp_path) -> None:
     assert lines[1].startswith("  skipped 4: 1 hidden, name starting with '.'")
     for reason in ("1 broken symbolic link", "1 folder already searched", "1 output folder, inside the source"):
         assert reason in lines[1]
+
+
+@pytest.mark.parametrize(("option", "expected"), [(["--size", "0"], "output_size (--size) must be at least 1, got 0"),
+                                                  (["--det-size", "-1"], "(--det-size) must be positive")])
+def test_prepare_refuses_impossible_sizes_up_front(option, expected, tmp_path, capsys) -> None:
+    from grain_pl.commands import main
+
+    source, landmarks_file = _two_photos_with_landmarks(tmp_path)
+    landmarks = ["--landmarks", str(landmarks_file)] if option[0] == "--size" else []
+    assert main(["prepare", str(source), "-o", str(tmp_path / "aligned"), *landmarks, *option]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and expected in error  # not "aligned 0 image(s), 2 failed", file by file

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -472,3 +475,122 @@ def test_a_model_giving_nan_is_an_error_naming_it(image_folder, tmp_path) -> Non
     with pytest.raises(ValueError, match="model NanCodec: decoding gave NaN or infinite values"):
         evaluate_folder(NanCodec(), image_folder, tmp_path / "out", methods=["grain"],
                         perceptual=MeanAbsoluteDistance())
+
+
+def fail_file_writes_after(monkeypatch, allowed: int, failure: int = errno.ENOSPC) -> None:
+    """Regular-file writes through atomic_write fail with `failure` after the first `allowed` (the disk fills up):
+    its fsync raises, as a full disk's would."""
+    real_fsync, written = os.fsync, []
+
+    def fsync(descriptor: int) -> None:
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):
+            if len(written) >= allowed:
+                raise OSError(failure, os.strerror(failure))
+            written.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr("grain_pl.io.files.os.fsync", fsync)
+
+
+def temporary_files(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.name.endswith(".tmp")]
+
+
+def test_a_file_broken_past_its_header_keeps_the_rows_done(image_folder, tmp_path) -> None:
+    folder = copy_folder(image_folder, tmp_path / "test")
+    whole = (folder / "a.png").read_bytes()
+    (folder / "zz.png").write_bytes(whole[:len(whole) // 2])  # its header is valid, its pixels are cut
+    model = CountingCodec()
+    with pytest.raises(ValueError, match=r"cannot read image file .*zz\.png: .*; the rows of the 3 of 4 image\(s\) "
+                                         r"evaluated so far are in .*per_image\.partial\.csv"):
+        evaluate_folder(model, folder, tmp_path / "out", methods=["grain", "bicubic"],
+                        perceptual=MeanAbsoluteDistance())
+    rows = list(csv.DictReader((tmp_path / "out" / "per_image.partial.csv").open(newline="")))
+    assert [(row["file"], row["method"]) for row in rows] == [
+        (name, method) for name in ("a.png", "faces/b.png", "faces/c.png") for method in ("grain", "bicubic")]
+    assert not (tmp_path / "out" / "per_image.csv").exists() and not (tmp_path / "out" / "summary.json").exists()
+
+    (folder / "zz.png").unlink()  # fixed: a complete run replaces the partial rows
+    evaluate_folder(model, folder, tmp_path / "out", methods=["grain"], perceptual=MeanAbsoluteDistance())
+    assert (tmp_path / "out" / "per_image.csv").exists()
+    assert not (tmp_path / "out" / "per_image.partial.csv").exists()
+
+
+def test_an_interrupt_keeps_the_rows_done(image_folder, tmp_path) -> None:
+    class InterruptedCodec(ThumbnailCodec):
+        calls = 0
+
+        def encode(self, hr: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return super().encode(hr)
+
+    with pytest.raises(KeyboardInterrupt, match=r"the rows of the 1 of 3 image\(s\) evaluated so far are in"):
+        evaluate_folder(InterruptedCodec(), image_folder, tmp_path / "out", methods=["grain"],
+                        perceptual=MeanAbsoluteDistance())
+    rows = list(csv.DictReader((tmp_path / "out" / "per_image.partial.csv").open(newline="")))
+    assert [row["file"] for row in rows] == ["a.png"]
+
+
+def test_a_full_disk_while_saving_images_leaves_no_partial_file(image_folder, tmp_path, monkeypatch) -> None:
+    fail_file_writes_after(monkeypatch, allowed=4)  # the first image's output and payload of each of 2 methods
+    output = tmp_path / "out"
+    # the second image was scored before its outputs failed: its rows count
+    with pytest.raises(OSError, match="No space left on device; the rows of the 2 of 3 image") as caught:
+        evaluate_folder(ThumbnailCodec(), image_folder, output, methods=["grain", "bicubic"], save_images=True,
+                        perceptual=MeanAbsoluteDistance())
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(output / "images/grain/faces/b.png")
+    assert "could not be kept either (No space left on device)" in str(caught.value)
+    assert temporary_files(output) == []
+    saved = sorted(path.relative_to(output).as_posix() for path in output.rglob("*") if path.is_file())
+    assert saved == ["images/bicubic/a.png", "images/grain/a.png", "payloads/bicubic/a.png", "payloads/grain/a.png"]
+    for name in saved:
+        Image.open(output / name).load()  # complete PNGs
+
+
+def test_a_full_disk_at_the_results_keeps_the_files_written(image_folder, tmp_path, monkeypatch) -> None:
+    fail_file_writes_after(monkeypatch, allowed=1)  # per_image.csv, then the disk is full
+    output = tmp_path / "out"
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        evaluate_folder(ThumbnailCodec(), image_folder, output, methods=["grain"], perceptual=MeanAbsoluteDistance())
+    assert caught.value.filename == str(output / "summary.json")
+    assert sorted(path.name for path in output.iterdir()) == ["per_image.csv"]
+    assert len(list(csv.DictReader((output / "per_image.csv").open(newline="")))) == len(CROPS)
+
+
+def test_a_read_only_output_folder_fails_before_the_first_model_call(image_folder, tmp_path, monkeypatch,
+                                                                     capsys) -> None:
+    def refused(*args, **kwargs):  # the tests run as root, where a chmod-ed folder stays writable
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr("grain_pl.io.files.tempfile.TemporaryFile", refused)
+    model = CountingCodec()
+    with pytest.raises(PermissionError, match="cannot write there: Permission denied"):
+        evaluate_folder(model, image_folder, tmp_path / "out", methods=["grain"], perceptual=MeanAbsoluteDistance())
+    assert model.calls == 0
+
+    from grain_pl.commands import main
+
+    assert main(["evaluate", str(image_folder), "--hr-size", "32", "--lr-size", "8", "--methods", "bicubic",
+                 "-o", str(tmp_path / "cli")]) == 2
+    assert capsys.readouterr().err == f"grain evaluate: error: {tmp_path / 'cli'}: cannot write there: Permission " \
+                                      "denied\n"
+
+
+@pytest.mark.parametrize(("hr_size", "lr_size"), [(32, 64), (32, 32), (32, 0), (-32, 8)])
+def test_impossible_baseline_sizes_are_refused(hr_size, lr_size, image_folder, tmp_path) -> None:
+    with pytest.raises(ValueError, match=f"hr_size {hr_size} and lr_size {lr_size} .*the LR smaller than the HR"):
+        evaluate_folder(None, image_folder, tmp_path / "out", hr_size=hr_size, lr_size=lr_size, methods=["bicubic"],
+                        perceptual=MeanAbsoluteDistance())
+
+
+@pytest.mark.parametrize(("device", "expected"), [
+    ("bogus", "--device bogus: not a torch device (cpu, cuda, cuda:1, mps, ...)"),
+    ("cuda:99", "--device cuda:99: no such CUDA device is available")])
+def test_a_bad_device_is_one_line_before_the_model_loads(device, expected, tmp_path, capsys) -> None:
+    from grain_pl.commands import main
+
+    assert main(["evaluate", str(tmp_path), "--model", "missing.safetensors", "-o", str(tmp_path / "out"),
+                 "--device", device]) == 2
+    assert capsys.readouterr().err == f"grain evaluate: error: {expected}\n"  # not the missing model's error

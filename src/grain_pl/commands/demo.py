@@ -81,6 +81,8 @@ def random_crops(photo: np.ndarray, size: int, count: int, rng: np.random.Genera
 
 
 def prepare_data(root: Path, size: int, train_crops: int, test_crops: int, seed: int) -> tuple[Path, Path]:
+    from grain_pl.io.files import atomic_write
+
     rng = np.random.default_rng(seed)
     train_dir, test_dir = root / "train", root / "test"
     for folder, photos, count in ((train_dir, TRAIN_PHOTOS, train_crops), (test_dir, HELD_OUT_PHOTOS, test_crops)):
@@ -88,7 +90,9 @@ def prepare_data(root: Path, size: int, train_crops: int, test_crops: int, seed:
         per_photo = math.ceil(count / len(photos))
         for name in photos:
             for index, crop in enumerate(random_crops(load_photo(name), size, per_photo, rng)):
-                crop.save(folder / f"{name}_{index:04d}.png")
+                # atomically: a full disk names the file and leaves no half PNG for training to choke on
+                atomic_write(folder / f"{name}_{index:04d}.png", lambda file, crop=crop: crop.save(file, "PNG"),
+                             overwrite=True)
     return train_dir, test_dir
 
 
@@ -153,8 +157,8 @@ class DemoRecipe:
 
     def scaled(self, factor: float) -> DemoRecipe:
         """The same recipe with every stage's iterations multiplied by `factor` (at least 1 each)."""
-        if not factor > 0:
-            raise ValueError(f"--scale must be positive, got {factor}")
+        if not 0 < factor < math.inf:
+            raise ValueError(f"--scale must be positive and finite, got {factor}")
         return dataclasses.replace(self, iterations={stage: max(1, round(count * factor))
                                                      for stage, count in self.iterations.items()})
 

@@ -6,7 +6,8 @@
     grain evaluate data/test --model grain.safetensors -o runs/eval --methods grain bicubic jpeg_matched jpeg_q1
 
 Wired into `grain` by `add_evaluate_command(subparsers)`; the command's `run` returns the text `grain` prints and
-raises ValueError / FileExistsError / CheckpointError for the user's mistakes (printed as one error line).
+raises ValueError / FileExistsError / CheckpointError for the user's mistakes and OSError
+for a folder it cannot write (each printed as one error line).
 """
 
 from __future__ import annotations
@@ -56,12 +57,27 @@ def load_arcface(path: str) -> Any:
     return load(path)
 
 
+def check_device(name: str) -> None:
+    """A ValueError naming --device unless torch knows the device and this machine has it."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name}: not a torch device (cpu, cuda, cuda:1, mps, ...)") from error
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {name}: no such CUDA device is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available")
+
+
 def run_evaluate(args: argparse.Namespace) -> str:
     """Run `grain evaluate` from parsed arguments; returns the summary table."""
     from grain_pl.evaluation import check_output_dir, evaluate_folder, format_summary
 
     try:
         check_output_dir(args.output, args.overwrite)  # refuse before loading anything
+        check_device(args.device)
         if args.prior is not None and args.model is None:
             raise ValueError("--prior only applies together with --model")
         arcface = load_arcface(args.arcface) if args.arcface is not None else None  # before the big model load
@@ -77,7 +93,8 @@ def run_evaluate(args: argparse.Namespace) -> str:
             settings={"checkpoint": args.model, "prior": args.prior, "arcface_weights": args.arcface},
             progress=lambda line: print(line, file=sys.stderr, flush=True))
     except FileNotFoundError as error:  # a missing folder or weight file: a user error like the others
-        raise ValueError(str(error)) from error
+        raise ValueError(f"{error.filename}: {error.strerror}" if error.strerror and error.filename else str(error)
+                         ) from error
     output = Path(args.output)
     skipped = summary["settings"].get("skipped_summary")
     return "\n".join([format_summary(summary), *([f"{args.folder}: {skipped}"] if skipped else []),

@@ -84,6 +84,18 @@ def _setting_error(key: str, value: object, problem: str) -> FitSettingError:
     return FitSettingError(f"--{key} {value}: {problem}")
 
 
+def _binary_config(args: Sequence[str]) -> str:
+    """The first --config file in `args` that is not UTF-8 text ("?" if none is)."""
+    values = [value for flag, value in zip(args, args[1:]) if flag == "--config"]
+    values += [argument.split("=", 1)[1] for argument in args if argument.startswith("--config=")]
+    for value in values:
+        try:
+            Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return value
+    return "?"
+
+
 def check_settings(subcommand: str, config) -> None:
     """Paths and numbers that can be checked before anything is built (FitSettingError naming the setting)."""
     from grain_pl.networks.config import PRESETS
@@ -202,7 +214,10 @@ def lightning_cli(argv: Sequence[str], run: bool = True):
         def parse_arguments(self, parser, args) -> None:
             # the arguments always arrive as `args` (main passes sys.argv[1:]): Lightning's warning about having
             # both args and sys.argv would be printed by every `grain fit`
-            self.config = parser.parse_args(args)
+            try:
+                self.config = parser.parse_args(args)
+            except UnicodeDecodeError as err:  # a binary file given as --config; jsonargparse does not name it
+                raise FitSettingError(f"--config {_binary_config(args)}: not a YAML text file ({err.reason})") from err
 
         @property
         def run_config(self):

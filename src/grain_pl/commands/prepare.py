@@ -25,8 +25,8 @@ def _run_prepare(args: argparse.Namespace) -> str:
             landmarks_file=args.landmarks, overwrite=args.overwrite, skip_existing=args.skip_existing,
             detector_input_size=(args.det_size, args.det_size), padding=args.padding, progress=progress,
         )
-    except (FileNotFoundError, ImportError) as error:
-        # `grain`'s main reports ValueErrors as "grain prepare: error: ..." with exit status 2.
+    except ImportError as error:
+        # `grain`'s main reports ValueErrors (and OSErrors: a missing folder, a full disk) as one line, exit status 2.
         raise ValueError(str(error)) from error
     if not report.written and report.failed:
         raise ValueError(report.summary())

@@ -24,7 +24,7 @@ from grain_pl.data.faces import (
     load_detector,
     load_landmarks_file,
 )
-from grain_pl.io.files import atomic_write
+from grain_pl.io.files import atomic_write, check_writable_folder
 from grain_pl.io.images import BadImageFileError, describe_skipped, load_rgb_image, no_images_error, scan_image_files
 
 __all__ = ["PrepareReport", "prepare_folder"]
@@ -98,6 +98,8 @@ def prepare_folder(
 
     Raises:
         FileExistsError: outputs exist and neither `overwrite` nor `skip_existing` is set.
+        OSError: an output cannot be written (a full disk, a read-only folder), naming it; no partial file is left
+            and the outputs written before it stay.
         FileNotFoundError / ValueError: no source folder, no image in it, a bad landmarks file, no detector.
     """
     source, destination = Path(source), Path(destination)
@@ -107,6 +109,10 @@ def prepare_folder(
         raise ValueError("give either a detector object or a detector path, not both")
     if overwrite and skip_existing:
         raise ValueError("overwrite and skip_existing exclude each other")
+    if output_size < 1:
+        raise ValueError(f"output_size (--size) must be at least 1, got {output_size}")
+    if detector_input_size is not None and min(detector_input_size) < 1:
+        raise ValueError(f"detector_input_size (--det-size) must be positive, got {detector_input_size}")
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
 
@@ -138,6 +144,8 @@ def prepare_folder(
             report.skipped.append(relative)
             del targets[relative]
 
+    if targets:
+        check_writable_folder(destination)  # a read-only destination fails before the detector loads
     landmarks: dict[str, np.ndarray] | None = None
     if landmarks_file is not None:
         landmarks = {_relative_key(key, source): points for key, points in load_landmarks_file(landmarks_file).items()}
@@ -165,6 +173,11 @@ def prepare_folder(
             report.failed[relative] = reason
             continue
         # Atomic, so an interrupted run never leaves a truncated PNG behind; existing targets were refused above.
-        atomic_write(target, lambda file, image=aligned: image.save(file, format="PNG"), overwrite=True)
+        try:
+            atomic_write(target, lambda file, image=aligned: image.save(file, format="PNG"), overwrite=True)
+        except OSError as error:  # a full disk, a read-only folder: nothing of this file is left, earlier ones stay
+            raise OSError(error.errno, f"cannot write it: {error.strerror or error}; {len(report.written)} aligned "
+                          "face(s) written before it are complete (rerun with --skip-existing to do the rest)",
+                          str(target)) from error
         report.written.append(relative)
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import platform
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from grain_pl.evaluation.protocol import CSV_COLUMNS, LR_METRIC_COLUMNS, METRIC_COLUMNS, parse_method
+from grain_pl.io.files import atomic_write, write_bytes
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -33,11 +35,13 @@ def summarize(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> dict
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({column: _csv_value(row.get(column)) for column in CSV_COLUMNS})
+    """The rows as CSV, written atomically (a full disk leaves no half file, and an earlier one intact)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({column: _csv_value(row.get(column)) for column in CSV_COLUMNS})
+    write_bytes(text.getvalue().encode(), path, overwrite=True)
 
 
 def _csv_value(value: Any) -> Any:
@@ -88,7 +92,7 @@ def plot_rate_distortion(summary: Mapping[str, Mapping[str, Any]], path: str | P
         axis.legend(fontsize=8)
     if title:
         figure.suptitle(title)
-    figure.savefig(path, dpi=120)
+    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120), overwrite=True)
 
 
 def library_versions() -> dict[str, str | None]:
@@ -109,11 +113,13 @@ def library_versions() -> dict[str, str | None]:
 
 
 def write_results(output_dir: Path, rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], title: str) -> None:
-    """per_image.csv (rows), summary.json (summary) and rd_plot.png (summary["methods"]) into output_dir."""
+    """per_image.csv (rows), summary.json (summary) and rd_plot.png (summary["methods"]) into output_dir, each
+    atomically: after a failure (a full disk) each file is complete or absent."""
     output_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, output_dir / "per_image.csv")
     # allow_nan=False: a NaN/inf would make the file invalid JSON; the PSNR cap keeps every value finite.
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_bytes((json.dumps(summary, indent=2, allow_nan=False) + "\n").encode(), output_dir / "summary.json",
+                overwrite=True)
     plot_rate_distortion(summary["methods"], output_dir / "rd_plot.png", title=title)
 
 

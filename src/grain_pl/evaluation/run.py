@@ -37,8 +37,9 @@ from grain_pl.evaluation.protocol import (
     SimilarityModel,
     resolve_methods,
 )
-from grain_pl.evaluation.report import library_versions, summarize, write_results
+from grain_pl.evaluation.report import library_versions, summarize, write_csv, write_results
 from grain_pl.evaluation.scoring import ReconstructionScorer, lr_scores
+from grain_pl.io.files import atomic_write, check_writable_folder, write_bytes
 from grain_pl.io.images import (
     BadImageFileError,
     check_fit,
@@ -148,6 +149,9 @@ def _sizes(model: Any, hr_size: int | None, lr_size: int | None) -> tuple[int, i
     if model is None:
         if hr_size is None or lr_size is None:
             raise ValueError("without a model, give hr_size and lr_size (the baselines' HR and LR sizes)")
+        if not 0 < lr_size < hr_size:
+            raise ValueError(f"hr_size {hr_size} and lr_size {lr_size} (--hr-size, --lr-size): both must be positive "
+                             "and the LR smaller than the HR")
         return int(hr_size), int(lr_size)
     config = model.config
     for name, given, own in (("hr_size", hr_size, config.hr_size), ("lr_size", lr_size, config.lr_size)):
@@ -161,10 +165,38 @@ def _save_outputs(output_dir: Path, relative: str, reconstructions: Mapping[str,
     for method, reconstruction in reconstructions.items():
         image_path = output_dir / "images" / method / stem.with_suffix(".png")
         payload_path = output_dir / "payloads" / method / stem.with_suffix(FILE_SUFFIXES[reconstruction.payload_format])
-        image_path.parent.mkdir(parents=True, exist_ok=True)
-        payload_path.parent.mkdir(parents=True, exist_ok=True)
-        uint8_to_pil(reconstruction.output).save(image_path, "PNG")
-        payload_path.write_bytes(reconstruction.payload)
+        image = uint8_to_pil(reconstruction.output)
+        atomic_write(image_path, lambda file, image=image: image.save(file, "PNG"), overwrite=True)
+        write_bytes(reconstruction.payload, payload_path, overwrite=True)
+
+
+PARTIAL_RESULTS = "per_image.partial.csv"
+
+
+def _stopped(error: BaseException, output_dir: Path, rows: Sequence[Mapping[str, Any]], done: int, total: int
+             ) -> BaseException:
+    """The error that ends an evaluation cut short after `done` of `total` images, after keeping the rows of the images
+    finished so far in output_dir/per_image.partial.csv; the message says so. The same kind of error, so `grain`
+    reports it the same way (an OSError with its errno, a ValueError, a KeyboardInterrupt); any other error,
+    a bug, is returned as it is, the partial rows kept all the same."""
+    if not rows:
+        note = "nothing was evaluated"
+    else:
+        partial = output_dir / PARTIAL_RESULTS
+        try:
+            write_csv(rows, partial)
+            note = f"the rows of the {done} of {total} image(s) evaluated so far are in {partial} (no summary: that " \
+                   "needs the whole test set)"
+        except OSError as write_error:
+            note = f"the rows of the {done} of {total} image(s) evaluated so far could not be kept either " \
+                   f"({write_error.strerror or write_error})"
+    if isinstance(error, KeyboardInterrupt):
+        return KeyboardInterrupt(note)
+    if isinstance(error, OSError) and error.strerror:
+        return type(error)(error.errno, f"{error.strerror}; {note}", *([error.filename] if error.filename else []))
+    if isinstance(error, ValueError):
+        return ValueError(f"{str(error).strip().splitlines()[0] if str(error).strip() else error!r}; {note}")
+    return error
 
 
 
@@ -225,6 +257,7 @@ def evaluate_folder(
         raise no_images_error(listing)
     paths = listing.files[:limit]
     check_test_images(paths, hr_size, resize)  # a broken test set fails before the first model call
+    check_writable_folder(output_dir)  # a read-only output folder too, not after all the work
     if any(spec.kind in ("grain", "resize") for spec in specs):
         png_encoder = png_encoder or _default_png_encoder()
 
@@ -242,27 +275,33 @@ def evaluate_folder(
     dataset = ImageFolderDataset(paths, hr_size, resize=resize, on_bad_file="error")
     rows: list[dict[str, Any]] = []
     with _borrowed(model, device) as evaluated:
-        for index, path in enumerate(paths):
-            relative = path.relative_to(folder).as_posix()
-            hr_uint8 = to_uint8(dataset[index]["hr"])  # exact: the dataset maps 8-bit levels by level / 127.5 - 1
-            reconstructions: dict[str, Reconstruction] = {}
-            if "grain" in method_names:
-                reconstructions["grain"] = grain_reconstruction(evaluated, hr_uint8, png_encoder, device)
-            target_bytes = reconstructions["grain"].num_bytes if "grain" in reconstructions else None
-            reconstructions.update(baseline_reconstructions(hr_uint8, lr_size, baseline_names,
-                                                            target_bytes=target_bytes, png_encoder=png_encoder))
-            ordered = [reconstructions[name] for name in method_names]
-            scores = scorer.score(torch.stack([item.output for item in ordered]), hr_uint8)
-            lr_metrics = lr_scores([item.lr for item in ordered], hr_uint8)
-            for item, metrics, lr_metric in zip(ordered, scores, lr_metrics):
-                rows.append({"file": relative, "method": item.method, "bytes": item.num_bytes,
-                             "bpp": 8.0 * item.num_bytes / (hr_uint8.shape[-2] * hr_uint8.shape[-1]), **metrics,
-                             **lr_metric, "quality": item.quality, "target_bytes": item.target_bytes})
-            if save_images:
-                _save_outputs(output_dir, relative, reconstructions)
-            if progress is not None:
-                grain_text = f", grain {target_bytes} B" if target_bytes is not None else ""
-                progress(f"[{index + 1}/{len(paths)}] {relative}{grain_text}")
+        try:
+            for index, path in enumerate(paths):
+                relative = path.relative_to(folder).as_posix()
+                hr_uint8 = to_uint8(dataset[index]["hr"])  # exact: the dataset maps levels by level / 127.5 - 1
+                reconstructions: dict[str, Reconstruction] = {}
+                if "grain" in method_names:
+                    reconstructions["grain"] = grain_reconstruction(evaluated, hr_uint8, png_encoder, device)
+                target_bytes = reconstructions["grain"].num_bytes if "grain" in reconstructions else None
+                reconstructions.update(baseline_reconstructions(hr_uint8, lr_size, baseline_names,
+                                                                target_bytes=target_bytes, png_encoder=png_encoder))
+                ordered = [reconstructions[name] for name in method_names]
+                scores = scorer.score(torch.stack([item.output for item in ordered]), hr_uint8)
+                lr_metrics = lr_scores([item.lr for item in ordered], hr_uint8)
+                for item, metrics, lr_metric in zip(ordered, scores, lr_metrics):
+                    rows.append({"file": relative, "method": item.method, "bytes": item.num_bytes,
+                                 "bpp": 8.0 * item.num_bytes / (hr_uint8.shape[-2] * hr_uint8.shape[-1]), **metrics,
+                                 **lr_metric, "quality": item.quality, "target_bytes": item.target_bytes})
+                if save_images:
+                    _save_outputs(output_dir, relative, reconstructions)
+                if progress is not None:
+                    grain_text = f", grain {target_bytes} B" if target_bytes is not None else ""
+                    progress(f"[{index + 1}/{len(paths)}] {relative}{grain_text}")
+        except BaseException as error:  # a file broken past its header, a full disk, Ctrl-C: keep what was done
+            stopped = _stopped(error, output_dir, rows, len({row["file"] for row in rows}), len(paths))
+            if stopped is error:
+                raise
+            raise stopped from error
 
     summary: dict[str, Any] = {
         "methods": summarize(rows, method_names),
@@ -281,6 +320,7 @@ def evaluate_folder(
         "versions": library_versions(),
     }
     write_results(output_dir, rows, summary, title=f"{len(paths)} images, {hr_size} px, LR {lr_size} px")
+    (output_dir / PARTIAL_RESULTS).unlink(missing_ok=True)  # an interrupted earlier run's, now superseded
     return summary
 
 

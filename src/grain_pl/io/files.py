@@ -15,6 +15,7 @@ hard links, the check and the move are one step, so two writers racing for one n
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "DestinationExistsError",
     "atomic_write",
     "check_finite",
+    "check_writable_folder",
     "fsync_directory",
     "save_safetensors",
     "save_torch",
@@ -68,7 +70,8 @@ def atomic_write(destination: PathLike, write: Callable[[IO[bytes]], Any], *, ov
 
     temporary: a fixed temporary name instead of a unique one (in the destination's folder); a stale file of
         that name, left by a killed writer, is overwritten. Only for a single writer per destination.
-    Raises DestinationExistsError (a FileExistsError) when the destination exists and `overwrite` is False.
+    Raises DestinationExistsError (a FileExistsError) when the destination exists and `overwrite` is False, and
+    an OSError of the same errno naming `destination` (not the temporary file) when writing fails (a full disk).
     """
     destination = Path(destination)
     if destination.exists() and not overwrite:
@@ -76,25 +79,49 @@ def atomic_write(destination: PathLike, write: Callable[[IO[bytes]], Any], *, ov
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = _unique_temporary(destination) if temporary is None else Path(temporary)
     try:
-        with open(partial, "xb" if temporary is None else "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())  # the data is on disk before the rename makes it visible
-        if overwrite:
-            os.replace(partial, destination)
-        else:
-            try:
-                os.link(partial, destination)  # fails if another writer got there first: never clobbers
-            except FileExistsError:
-                raise DestinationExistsError(destination) from None
-            except OSError:  # a file system without hard links: check-then-rename is the best left
-                if destination.exists():
-                    raise DestinationExistsError(destination) from None
-                os.replace(partial, destination)
+        _write_and_move(destination, partial, write, overwrite, temporary is None)
+    except DestinationExistsError:
+        raise
+    except OSError as error:  # a full disk's write() names no file, a read-only folder the hidden temporary one
+        if error.errno is None:
+            raise
+        raise type(error)(error.errno, error.strerror, str(destination)) from error
     finally:  # after a replace the name is gone already; after a link it is a second name of the file
         partial.unlink(missing_ok=True)
     fsync_directory(destination.parent)
     return destination
+
+
+def _write_and_move(destination: Path, partial: Path, write: Callable[[IO[bytes]], Any], overwrite: bool,
+                    exclusive: bool) -> None:
+    with open(partial, "xb" if exclusive else "wb") as file:
+        write(file)
+        file.flush()
+        os.fsync(file.fileno())  # the data is on disk before the rename makes it visible
+    if overwrite:
+        os.replace(partial, destination)
+    else:
+        try:
+            os.link(partial, destination)  # fails if another writer got there first: never clobbers
+        except FileExistsError:
+            raise DestinationExistsError(destination) from None
+        except OSError:  # a file system without hard links: check-then-rename is the best left
+            if destination.exists():
+                raise DestinationExistsError(destination) from None
+            os.replace(partial, destination)
+
+
+def check_writable_folder(folder: PathLike) -> Path:
+    """Create `folder` (with its parents) and check that a file can be made in it, before a long run that writes
+    there: a read-only folder or a full file system fails now, as an OSError naming `folder`, not at the end."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise type(error)(error.errno, f"cannot write there: {error.strerror or error}", str(folder)) from error
+    return folder
 
 
 def write_bytes(data: bytes, destination: PathLike, *, overwrite: bool = False) -> Path:
