@@ -42,7 +42,7 @@ from grain_pl.networks import GRAIN, GrainOutput
 from grain_pl.networks.config import build_config
 from grain_pl.networks.patch_discriminator import PatchDiscriminator
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator
-from grain_pl.stages.gan_loop import GanLoop
+from grain_pl.stages.gan_loop import GanLoop, hide_unactionable_warnings
 from grain_pl.training.optim import build_optimizer
 from grain_pl.weights.grain_checkpoint import VERSION_KEY, grain_pl_version, load_prior_into, save_grain
 from grain_pl.weights.io import check_state_dict
@@ -89,6 +89,7 @@ class GrainStage(GanLoop):
         max_iterations: int | None = None,
     ) -> None:
         super().__init__()
+        hide_unactionable_warnings()
         self.automatic_optimization = False
         weights = loss_weights or LossWeights(lr=self.default_lr_weight)
         self.loss_weights = weights

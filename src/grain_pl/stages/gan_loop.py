@@ -26,11 +26,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from grain_pl.losses.adversarial import discriminator_adversarial_loss, discriminator_r1, lazy_r1_weight
 
-# Two warnings every fit of a stage printed, neither actionable: the frozen parts (the prior, the loss networks,
-# the stages' frozen modules) are in eval mode on purpose, and Lightning's own use of a torch.utils._pytree name
-# that torch deprecated.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+def hide_unactionable_warnings() -> None:
+    """Two warnings every fit of a stage printed, neither actionable: the frozen parts (the prior, the loss
+    networks, the stages' frozen modules) are in eval mode on purpose, and Lightning uses a torch.utils._pytree
+    name that torch deprecated. Called when a stage is built (filters set at import would not survive a caller's
+    `warnings.catch_warnings`); filterwarnings drops an identical earlier entry, so calls do not pile up."""
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 class GanLoop(pl.LightningModule):

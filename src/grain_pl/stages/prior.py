@@ -46,7 +46,7 @@ from torch import Tensor
 
 from grain_pl.losses.adversarial import generator_adversarial_loss
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-from grain_pl.stages.gan_loop import GanLoop
+from grain_pl.stages.gan_loop import GanLoop, hide_unactionable_warnings
 from grain_pl.weights.stylegan2_rosinality import LATENT_AVG_SAMPLES, LATENT_AVG_SEED, export_rosinality
 
 # Seed of the fixed z behind every sample grid, so grids from different steps (and runs) are comparable.
@@ -115,6 +115,7 @@ class PriorStage(GanLoop):
         overwrite_export: bool = False,
     ):
         super().__init__()
+        hide_unactionable_warnings()
         if r1_every < 1:
             raise ValueError(f"r1_every must be >= 1, got {r1_every}")
         if path_length_every < 0:
