@@ -8,31 +8,15 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from codec_images import save_smooth_image  # tests/commands/codec_images.py
 
 from grain_pl.codec import RESIZE_POLICIES, GrainModule, read_png_text
 from grain_pl.commands import codec as codec_cli
 from grain_pl.commands import main as grain_main
-from grain_pl.weights.grain_checkpoint import save_grain
 
 PRESET = "tiny-32-lr8"
-
-
-def save_smooth_image(path, width: int = 32, height: int = 32, seed: int = 0):
-    coarse = np.random.default_rng(seed).integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(coarse).resize((width, height), Image.BICUBIC).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_grain(GrainModule(network=PRESET).grain, tmp_path_factory.mktemp("model") / "tiny.safetensors",
-                      preset=PRESET)
 
 
 def run(capsys, *argv) -> tuple[int, str, list[str]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from codec_images import save_smooth_image  # tests/commands/codec_images.py
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -15,20 +16,6 @@ from grain_pl.weights.grain_checkpoint import save_grain
 from grain_pl.weights.io import CheckpointError
 
 PRESET = "tiny-32-lr8"
-
-
-def save_smooth_image(path, width: int = 32, height: int = 32, seed: int = 0):
-    coarse = np.random.default_rng(seed).integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(coarse).resize((width, height), Image.BICUBIC).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_grain(GrainModule(network=PRESET).grain, tmp_path_factory.mktemp("model") / "tiny.safetensors",
-                      preset=PRESET)
 
 
 @pytest.fixture(scope="module")
