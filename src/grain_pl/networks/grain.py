@@ -131,10 +131,7 @@ class GRAIN(nn.Module):
              y_inv: torch.Tensor) -> torch.Tensor:
         """6. fusion of decoder and prior features -> the final HR image (under hr_parameterisation=
         "bicubic_residual" the fusion's output refines y_inv, so stage 3 starts from stage 1's result)."""
-        hr_out = self.fusion(decoder_features, prior_features)
-        if self.config.hr_parameterisation == "bicubic_residual":
-            hr_out = hr_out + y_inv
-        return hr_out
+        return self._add_refinement(self.fusion(decoder_features, prior_features), y_inv)
 
     def decode(self, lr: torch.Tensor, return_features: bool = False) -> GrainOutput:
         check_image(lr, self.config.lr_size, "lr")
@@ -168,8 +165,7 @@ class GRAIN(nn.Module):
             decoder_features = prior_features = None  # free them before the residual below
         else:
             prior_features = prior.features
-        if self.config.hr_parameterisation == "bicubic_residual":
-            hr_out = hr_out + y_inv
+        hr_out = self._add_refinement(hr_out, y_inv)
         return GrainOutput(lr=lr, y_inv=y_inv, w_plus=w_plus, prior_image=prior.image.float(), hr_out=hr_out,
                            decoder_features=decoder_features, prior_features=prior_features)
 
@@ -177,6 +173,11 @@ class GRAIN(nn.Module):
         if self.config.hr_parameterisation == "bicubic_residual":
             return y_inv + bicubic_upscale(lr, self.config.hr_size)
         return y_inv
+
+    def _add_refinement(self, fused: torch.Tensor, y_inv: torch.Tensor) -> torch.Tensor:
+        if self.config.hr_parameterisation == "bicubic_residual":
+            return fused + y_inv
+        return fused
 
     # ----- settings -----
     @property
