@@ -29,6 +29,7 @@ to float summation order, faster, and in strips; not with `DecodeOptions.bf16`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -137,7 +138,9 @@ class _StripRecompute(torch.autograd.Function):
         ctx.spec = spec
         device_type = tensors[0].device.type
         # the recomputation runs under the forward's autocast state, as torch.utils.checkpoint does
-        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        ctx.autocast = None
+        if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+            ctx.autocast = (device_type, torch.get_autocast_dtype(device_type))
         ctx.save_for_backward(*tensors[:spec["inputs"]])
         ctx.parameters = tensors[spec["inputs"]:]
         out = None
@@ -160,9 +163,9 @@ class _StripRecompute(torch.autograd.Function):
         parameter_grads: list[torch.Tensor | None] = [None] * len(parameters)
         wanted_parameters = [index for index, p in enumerate(parameters)
                              if ctx.needs_input_grad[1 + len(inputs) + index]]
-        device_type, autocast_enabled, autocast_dtype = ctx.autocast
         for top, bottom in strips(spec):
-            with torch.enable_grad(), torch.autocast(device_type, autocast_dtype, enabled=autocast_enabled):
+            autocast = torch.autocast(*ctx.autocast) if ctx.autocast else contextlib.nullcontext()
+            with torch.enable_grad(), autocast:
                 out, leaves, rows = strip_rows(spec, inputs, top, bottom, grad=True,
                                                needs=[grad is not None for grad in input_grads])
             targets = [leaf for leaf in leaves if leaf is not None] + [parameters[i] for i in wanted_parameters]
