@@ -14,7 +14,14 @@ own forward (`DecodeOptions.baseline()`), `decode:fast` the default inference pa
 baseline: its largest pixel difference is printed) and `decode:bf16` its opt-in bf16 autocast (only where the
 CPU has native bf16; its PSNR against fp32 is printed). Their "peak total" is the process's whole resident-set
 high-water mark, weights included. `--rounds N` runs every case N times, interleaved (before, after, before,
-after, ...), so that a busy machine slows both alike; the ratio table compares each case with `decode:baseline`.
+after, ...), so that a busy machine slows both alike.
+
+The `stage1:*`, `stage3:*` and `final:*` cases are one generator-side training step of the real stage (its
+`generate`, its losses without identity and discriminator: pixel + LPIPS at full size + the LR guidance where the
+stage has it, and an Adam step), `:baseline` with today's path (`MemoryOptions.baseline()`, no thread policy) and
+`:lean` with the defaults. The ratio table compares every case with its family's baseline (`decode:baseline`,
+`stage1:baseline`, ...). Modifiers (`final:lean@loaded`): `@loaded` runs a busy-loop process alongside; `@passive` /
+`@spin` set OMP_WAIT_POLICY; `@threads1` one torch thread; `@default` without grain_pl's thread policy.
 """
 
 from __future__ import annotations
