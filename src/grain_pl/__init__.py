@@ -17,8 +17,12 @@ import importlib.util
 import sys
 import warnings
 
-from grain_pl.networks import GRAIN, PRESETS, GrainConfig, GrainOutput, get_preset
-from grain_pl.weights.grain_checkpoint import load_grain, load_prior_into, save_grain
+from grain_pl.threads import apply_thread_policy
+
+apply_thread_policy()  # before torch is imported: OpenMP reads its wait policy once (grain_pl/threads.py)
+
+from grain_pl.networks import GRAIN, PRESETS, GrainConfig, GrainOutput, get_preset  # noqa: E402
+from grain_pl.weights.grain_checkpoint import load_grain, load_prior_into, save_grain  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -19,6 +19,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 
 import grain_pl.networks.checkpointing as checkpointing_module
 from grain_pl.losses import LossWeights
+from grain_pl.networks.training_memory import MemoryOptions
 from grain_pl.stages import FinalStage, Stage1
 
 PRESET = "tiny-32-lr8"
@@ -152,7 +153,8 @@ def test_activation_checkpointing_gives_the_same_update(prior_file, datamodule, 
         torch.manual_seed(0)
         weights = LossWeights(identity=0.0, lpips=0.0, lr=0.1)
         stage = FinalStage(network=PRESET, prior_path=str(prior_file), loss_weights=weights, d_every=1, r1_every=1,
-                           max_iterations=1, metrics_lpips=False, checkpointing=checkpointing)
+                           max_iterations=1, metrics_lpips=False, checkpointing=checkpointing,
+                           memory=MemoryOptions.baseline())  # the checkpointing switch alone, no memory levers
         before = trainable_snapshot(stage)
         torch.manual_seed(1)  # the same quantization noise and data order in both runs
         pl.Trainer(**fit_kwargs(trainer_kwargs)).fit(stage, datamodule=datamodule)

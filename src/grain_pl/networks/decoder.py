@@ -44,6 +44,8 @@ class Decoder(nn.Module):
         self.to_hr = nn.Sequential(conv3x3(channels, channels), lrelu(), conv3x3(channels, channels // 2), lrelu(),
                                    conv3x3(channels // 2, image_channels))
         self.checkpointing = False
+        self.checkpoint_min_size: int | None = None  # selective: only the scales from this size up
+        self.image_head_grad = True  # False: y_inv without autograd (where no loss reads it)
 
     def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Returns `(y_inv, features)`, features keyed by resolution (LR ... HR)."""
@@ -52,7 +54,11 @@ class Decoder(nn.Module):
         for index, resolution in enumerate(self.resolutions):
             if index > 0:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = maybe_checkpoint(self.scales[str(resolution)], x, enabled=self.checkpointing)
+            selected = self.checkpoint_min_size is not None and resolution >= self.checkpoint_min_size
+            x = maybe_checkpoint(self.scales[str(resolution)], x, enabled=self.checkpointing or selected)
             features[resolution] = x
+        if not self.image_head_grad:
+            with torch.no_grad():
+                return self.to_hr(x), features
         y_inv = maybe_checkpoint(self.to_hr, x, enabled=self.checkpointing)
         return y_inv, features

@@ -41,6 +41,7 @@ class Encoder(nn.Module):
         self.trunk_conv = conv3x3(channels, channels)
         self.to_lr = nn.Sequential(conv3x3(channels, channels), lrelu(), conv3x3(channels, image_channels))
         self.checkpointing = False
+        self.checkpoint_downsample = False  # selective: only the HR-side strided convs
         if lr_parameterisation == "bicubic_residual":
             # A zero correction to start with: an untrained encoder stores exactly the thumbnail. The weights are
             # still trained (their gradient is not zero), and the state dict keeps the paper's keys and shapes.
@@ -49,7 +50,7 @@ class Encoder(nn.Module):
 
     def forward(self, hr: torch.Tensor) -> torch.Tensor:
         # The HR-sized activations of the strided convs are cheap to recompute and the largest to keep.
-        x = maybe_checkpoint(self._downsample, hr, enabled=self.checkpointing)
+        x = maybe_checkpoint(self._downsample, hr, enabled=self.checkpointing or self.checkpoint_downsample)
         x = x + self.trunk_conv(self.trunk(x))
         lr = self.to_lr(x)
         if self.lr_parameterisation == "bicubic_residual":

@@ -14,6 +14,7 @@ from torch import nn
 
 from grain_pl.networks.blocks import SqueezeExcitation, conv3x3, conv_lrelu
 from grain_pl.networks.checkpointing import maybe_checkpoint
+from grain_pl.networks.training_memory import gated_conv_over_parts, recompute_in_strips, upsampled_conv
 
 
 class FusionBranch(nn.Module):
@@ -48,13 +49,68 @@ class Fusion(nn.Module):
         head.append(conv3x3(in_channels, image_channels))
         self.head = nn.Sequential(*head)
         self.checkpointing = False
+        # Training-memory levers (grain_pl.networks.training_memory; GRAIN.set_memory_options switches them)
+        self.parts = False
+        self.head_strips: int | None = None
+        self.polyphase = False
 
     def forward(self, decoder_features: dict[int, torch.Tensor],
                 prior_features: dict[int, torch.Tensor]) -> torch.Tensor:
-        branches = [maybe_checkpoint(self.branches[str(resolution)], decoder_features[resolution],
-                                     prior_features[resolution], enabled=self.checkpointing)
-                    for resolution in self.resolutions]
+        lean = torch.is_grad_enabled() and not self.checkpointing
+        if lean and self.parts:
+            branches = [self._branch_over_parts(self.branches[str(resolution)], decoder_features[resolution],
+                                                prior_features[resolution]) for resolution in self.resolutions]
+        else:
+            branches = [maybe_checkpoint(self.branches[str(resolution)], decoder_features[resolution],
+                                         prior_features[resolution], enabled=self.checkpointing)
+                        for resolution in self.resolutions]
+        if lean and self.head_strips is not None:
+            return self._merge_in_strips(branches)
         return maybe_checkpoint(self._merge, *branches, enabled=self.checkpointing)
+
+    @staticmethod
+    def _branch_over_parts(branch: FusionBranch, decoder_feature: torch.Tensor,
+                           prior_feature: torch.Tensor) -> torch.Tensor:
+        """`branch(decoder_feature, prior_feature)` without the concatenation or the gated copy: the SE gate
+        comes from the parts' channel means and is folded into the first conv's weights."""
+        pooled = torch.cat([decoder_feature.mean(dim=(2, 3), keepdim=True),
+                            prior_feature.mean(dim=(2, 3), keepdim=True)], dim=1)
+        gate = torch.sigmoid(branch.se.fc2(torch.relu(branch.se.fc1(pooled))))
+        out = gated_conv_over_parts(branch.convs[0], [decoder_feature, prior_feature], gate)
+        return branch.convs[1:](out)
+
+    def _merge_in_strips(self, branches: list[torch.Tensor]) -> torch.Tensor:
+        """`_merge(*branches)`, recomputed strip by strip in the backward pass instead of kept."""
+        hr_size = self.resolutions[-1]
+        gate = self.merge_se.gate(torch.cat([branch.mean(dim=(2, 3), keepdim=True) for branch in branches], dim=1))
+        gates = list(torch.split(gate, [branch.shape[1] for branch in branches], dim=1))
+        factors = [hr_size // resolution for resolution in self.resolutions]
+        count = len(branches)
+
+        def head_rows(*tensors: torch.Tensor) -> torch.Tensor:
+            first_conv = self.head[0]
+            out = None
+            start = 0
+            for part, part_gate, factor in zip(tensors[:count], tensors[count:], factors):
+                width = part.shape[1]
+                gated = part * part_gate
+                weight = first_conv.weight[:, start:start + width]
+                if factor == 1:
+                    term = F.conv2d(gated, weight, None, 1, 1)
+                elif self.polyphase:
+                    term = upsampled_conv(gated, weight, factor)
+                else:
+                    term = F.conv2d(F.interpolate(gated, scale_factor=factor, mode="nearest"), weight, None, 1, 1)
+                out = term if out is None else out.add_(term)
+                del gated, term
+                start += width
+            out = out + first_conv.bias.view(1, -1, 1, 1)
+            return self.head[1:](out)
+
+        parameters = [p for p in self.head.parameters()]
+        halo = sum(1 for layer in self.head if isinstance(layer, nn.Conv2d))
+        return recompute_in_strips(head_rows, branches + gates, factors + [None] * count, parameters, hr_size,
+                                   halo, self.head_strips)
 
     def _merge(self, *branches: torch.Tensor) -> torch.Tensor:
         """head(merge_se(cat(upsample(branches)))), without ever holding the concatenated HR-sized map.

@@ -28,6 +28,7 @@ from grain_pl.networks.inference import DecodeOptions, autocast_context, decoder
 from grain_pl.networks.latent_codes import LatentCodeBank
 from grain_pl.networks.quantize import Quantize
 from grain_pl.networks.stylegan2 import StyleGAN2Generator
+from grain_pl.networks.training_memory import MemoryOptions
 
 NOISE_MODES = ("auto", "random", "const", "zero")
 
@@ -65,11 +66,13 @@ class GRAIN(nn.Module):
     uses the generator's fixed noise buffers in eval mode, so decoding is deterministic.
     decode_options: how `decode` runs without autograd (grain_pl.networks.inference; `DecodeOptions.baseline()`
     is the modules' own forward). With autograd on, the modules' forward always runs.
+    memory_options: how the forward keeps memory down with autograd on (grain_pl.networks.training_memory;
+    `MemoryOptions.baseline()`: every activation kept; `set_memory_options` changes it).
     """
 
     def __init__(self, config: GrainConfig | str = "paper-1024-lr16", prior_noise: str = "auto",
                  quantize_noise_at_eval: bool = False, checkpointing: bool = False,
-                 decode_options: DecodeOptions | None = None) -> None:
+                 decode_options: DecodeOptions | None = None, memory_options: MemoryOptions | None = None) -> None:
         super().__init__()
         self.decode_options = decode_options if decode_options is not None else DecodeOptions()
         if prior_noise not in NOISE_MODES:
@@ -103,6 +106,7 @@ class GRAIN(nn.Module):
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
         self.set_checkpointing(checkpointing)
+        self.set_memory_options(memory_options if memory_options is not None else MemoryOptions())
 
     # ----- the data flow -----
     def forward(self, hr: torch.Tensor, return_features: bool = False) -> GrainOutput:
@@ -189,6 +193,17 @@ class GRAIN(nn.Module):
     def set_checkpointing(self, enabled: bool) -> None:
         """Activation checkpointing of the encoder, decoder and fusion (memory for one more forward pass)."""
         set_checkpointing(self, enabled)
+
+    def set_memory_options(self, options: MemoryOptions) -> None:
+        """The training-memory levers of the parts (`y_inv_graph` is the stages' to apply: only they know whether
+        a loss reads y_inv)."""
+        self.memory_options = options
+        self.fusion.parts = options.fusion_parts
+        self.fusion.head_strips = options.head_strips
+        self.fusion.polyphase = options.polyphase
+        self.generator.checkpoint_min_size = options.generator_checkpoint_size
+        self.encoder.checkpoint_downsample = options.encoder_checkpoint
+        self.decoder.checkpoint_min_size = options.decoder_checkpoint_size
 
     def train(self, mode: bool = True) -> GRAIN:
         super().train(mode)

@@ -40,8 +40,10 @@ from grain_pl.metrics.image_quality import ImageQualityMetrics, quantize_like_pn
 from grain_pl.metrics.lr_fidelity import lr_fidelity
 from grain_pl.networks import GRAIN, GrainOutput
 from grain_pl.networks.config import build_config
+from grain_pl.networks.inference import decoder_forward
 from grain_pl.networks.patch_discriminator import PatchDiscriminator
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator
+from grain_pl.networks.training_memory import MemoryOptions
 from grain_pl.stages.gan_loop import GanLoop, hide_unactionable_warnings
 from grain_pl.training.optim import build_optimizer
 from grain_pl.weights.grain_checkpoint import VERSION_KEY, grain_pl_version, load_prior_into, save_grain
@@ -84,6 +86,7 @@ class GrainStage(GanLoop):
         optimizer: Literal["adam", "ranger", "radam_lookahead"] = "adam",
         lr_loss_mode: Literal["bilinear", "antialias", "bicubic"] = "bilinear",
         checkpointing: bool = False,
+        memory: MemoryOptions | None = None,
         export_path: str | None = None,
         metrics_lpips: bool = True,
         max_iterations: int | None = None,
@@ -103,13 +106,18 @@ class GrainStage(GanLoop):
         self.export_path = export_path
         self.max_iterations = max_iterations
         # plain types only in the hyper-parameters: checkpoints stay loadable with weights_only=True
-        self.save_hyperparameters(ignore=["loss_weights"])
+        memory = memory or MemoryOptions()
+        self.save_hyperparameters(ignore=["loss_weights", "memory"])
         self.hparams["loss_weights"] = dataclasses.asdict(weights)
+        self.hparams["memory"] = dataclasses.asdict(memory)
+        self.memory = memory
         self.hparams["stage"] = type(self).__name__
 
         # the one backbone every stage shares
         self.config = build_config(network, network_overrides)
-        self.grain = GRAIN(self.config, checkpointing=checkpointing)
+        self.grain = GRAIN(self.config, checkpointing=checkpointing, memory_options=memory)
+        if self.output_name != "y_inv":  # no loss reads y_inv: its image head may run without autograd
+            self.grain.decoder.image_head_grad = memory.y_inv_graph
         prior_discriminator = None
         if prior_path is not None:
             prior_discriminator = load_prior_into(self.grain, prior_path)
@@ -202,6 +210,17 @@ class GrainStage(GanLoop):
     # ----- the stage's data flow (overridden per stage) -----
     def generate(self, hr: torch.Tensor) -> GrainOutput:
         raise NotImplementedError
+
+    def frozen_decoder(self, lr: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """`grain.upscale(lr)` for a stage whose decoder is frozen (called under no_grad): through the inference
+        path where `memory.frozen_decoder_inference` allows (same values up to float summation order)."""
+        grain = self.grain
+        options = grain.decode_options
+        if not (self.memory.frozen_decoder_inference and options.enabled and not options.bf16):
+            return grain.upscale(lr)
+        y_inv, features = decoder_forward(grain.decoder, lr, options)
+        y_inv = grain._add_upscale(y_inv.contiguous(), lr)
+        return y_inv, {resolution: feature.contiguous() for resolution, feature in features.items()}
 
     def output_image(self, out: GrainOutput) -> torch.Tensor:
         return getattr(out, self.output_name)

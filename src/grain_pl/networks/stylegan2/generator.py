@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from grain_pl.networks.stylegan2.layers import (
     DEFAULT_BLUR_KERNEL,
@@ -107,6 +108,9 @@ class StyleGAN2Generator(nn.Module):
         self.noises = nn.Module()
         for index, res in enumerate(self.noise_resolutions):
             self.noises.register_buffer(f"noise_{index}", torch.randn(1, 1, res, res))
+        # Blocks from this resolution up are recomputed in the backward pass instead of keeping their activations
+        # (grain_pl.networks.training_memory; None: all kept, as rosinality). Same values and gradients.
+        self.checkpoint_min_size: int | None = None
 
     @property
     def n_latent(self) -> int:
@@ -194,12 +198,22 @@ class StyleGAN2Generator(nn.Module):
         rgb = self.to_rgb1(out, w_plus[:, 1])
         for block, res in enumerate(self.block_resolutions):
             w_index = 1 + 2 * block  # also the index of this block's first noise map
-            out = self.convs[2 * block](out, w_plus[:, w_index], noises[w_index])
-            out = self.convs[2 * block + 1](out, w_plus[:, w_index + 1], noises[w_index + 1])
+            styles = w_plus[:, w_index:w_index + 3]
+            if self.checkpoint_min_size is not None and res >= self.checkpoint_min_size and torch.is_grad_enabled():
+                out, rgb = checkpoint(self._block, block, out, styles, rgb, noises[w_index], noises[w_index + 1],
+                                      use_reentrant=False)
+            else:
+                out, rgb = self._block(block, out, styles, rgb, noises[w_index], noises[w_index + 1])
             if return_features:
                 features[res] = out
-            rgb = self.to_rgbs[block](out, w_plus[:, w_index + 2], rgb)
         return SynthesisOutput(image=rgb, features=features)
+
+    def _block(self, block: int, out: Tensor, styles: Tensor, rgb: Tensor, noise_a: Tensor | None,
+               noise_b: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One resolution block: two StyledConvs (the first upsamples) and the ToRGB skip."""
+        out = self.convs[2 * block](out, styles[:, 0], noise_a)
+        out = self.convs[2 * block + 1](out, styles[:, 1], noise_b)
+        return out, self.to_rgbs[block](out, styles[:, 2], rgb)
 
     def forward(
         self,

@@ -1,0 +1,79 @@
+"""A stage's training step with the training-memory levers (MemoryOptions) against today's path: same losses and
+gradients (1e-5), with the stage's real generate and losses (pixel, LPIPS, LR guidance, adversarial)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grain_pl.losses import LossWeights
+from grain_pl.networks.training_memory import MemoryOptions
+from grain_pl.stages import FinalStage, Stage1, Stage2, Stage3
+
+PRESET = "tiny-64-lr8"  # 64 px: the head's strips of 8 rows cut it
+STAGES = {"stage1": Stage1, "stage2": Stage2, "stage3": Stage3, "final": FinalStage}
+
+
+@pytest.fixture(scope="module")
+def prior_64(tmp_path_factory):
+    from grain_pl.networks import get_preset
+    from grain_pl.networks.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+    from grain_pl.weights.stylegan2_rosinality import export_rosinality
+
+    config = get_preset(PRESET)
+    torch.manual_seed(1)
+    generator = StyleGAN2Generator(config.hr_size, style_dim=config.style_dim, n_mlp=config.mapping_layers,
+                                   channel_max=config.generator_channel_max)
+    discriminator = StyleGAN2Discriminator(config.hr_size, channel_max=config.generator_channel_max)
+    return export_rosinality(generator, discriminator, torch.zeros(config.style_dim),
+                             tmp_path_factory.mktemp("prior") / "prior.pt")
+
+
+def generator_step(name: str, prior: str, memory: MemoryOptions) -> tuple[dict, dict]:
+    torch.manual_seed(0)
+    weights = LossWeights(identity=0.0, lr=STAGES[name].default_lr_weight)
+    stage = STAGES[name](network=PRESET, prior_path=None if name == "stage1" else prior, loss_weights=weights,
+                         memory=memory, metrics_lpips=False)
+    stage.train()
+    stage.grain.quantize.eval()  # the same LR on both sides
+    stage.grain.prior_noise = "const"
+    with torch.no_grad():
+        stage.grain.fusion.head[-1].weight.mul_(20)  # an output far from 0, so that a wrong pixel shows
+    hr = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    out = stage.generate(hr)
+    total, logs = stage.generator_losses(out, hr)
+    total.backward()
+    grads = {name: p.grad.clone() for name, p in stage.named_parameters() if p.grad is not None}
+    return logs, grads
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_a_lean_step_equals_todays(name, prior_64):
+    expected_logs, expected_grads = generator_step(name, prior_64, MemoryOptions.baseline())
+    logs, grads = generator_step(name, prior_64, MemoryOptions(head_strips=8, generator_checkpoint_size=16,
+                                                               decoder_checkpoint_size=32))
+    assert logs.keys() == expected_logs.keys() and grads.keys() == expected_grads.keys()
+    assert grads  # the step trains something
+    for key, value in expected_logs.items():
+        torch.testing.assert_close(logs[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    for key, grad in expected_grads.items():
+        scale = max(1.0, grad.abs().max().item())
+        torch.testing.assert_close(grads[key], grad, rtol=0, atol=1e-5 * scale, msg=key)
+
+
+def test_the_final_stage_keeps_no_graph_for_y_inv(prior_64):
+    stage = FinalStage(network=PRESET, prior_path=prior_64, loss_weights=LossWeights(identity=0.0), metrics_lpips=False)
+    out = stage.generate(torch.rand(1, 3, 64, 64) * 2 - 1)
+    assert out.y_inv.grad_fn is None and out.hr_out.grad_fn is not None
+    baseline = FinalStage(network=PRESET, prior_path=prior_64, loss_weights=LossWeights(identity=0.0),
+                          metrics_lpips=False, memory=MemoryOptions.baseline())
+    assert baseline.generate(torch.rand(1, 3, 64, 64) * 2 - 1).y_inv.grad_fn is not None
+    stage1 = Stage1(network=PRESET, loss_weights=LossWeights(identity=0.0), metrics_lpips=False)
+    assert stage1.generate(torch.rand(1, 3, 64, 64) * 2 - 1).y_inv.grad_fn is not None  # stage 1 trains on it
+
+
+def test_memory_options_are_plain_hyper_parameters(prior_64):
+    stage = Stage3(network=PRESET, prior_path=prior_64, loss_weights=LossWeights(identity=0.0), metrics_lpips=False,
+                   memory=MemoryOptions(head_strips=64))
+    assert stage.hparams["memory"]["head_strips"] == 64
+    assert isinstance(stage.hparams["memory"], dict)
