@@ -40,6 +40,11 @@ from measure import machine_description, run_isolated, timed_repeats, total_peak
 DECODE_CASES = ["decode:baseline", "decode:fast", "decode:bf16"]
 # A training step of a real stage (its generate, its losses, Adam), today's path vs the lean one (MemoryOptions).
 STAGE_CASES = [f"{stage}:{variant}" for stage in ("stage1", "stage3", "final") for variant in ("baseline", "lean")]
+# Not in `make bench`: the final stage with its decoder's 1024-px scale checkpointed too (MemoryOptions'
+# decoder_checkpoint_size, off by default).
+STAGE_CASES.append("final:lean+decoder1024")
+# What `make bench` runs: today's code against the current one, decode and a step of each memory-heavy stage.
+BENCH_CASES = ["decode:baseline", "decode:fast"] + [case for case in STAGE_CASES if "+" not in case]
 CASES = DECODE_CASES + STAGE_CASES + [
     "forward:encoder", "forward:decoder", "forward:latent_codes", "forward:generator", "forward:fusion",
     "forward:whole", "train:stage1", "train:stage1+checkpointing"]
@@ -163,7 +168,8 @@ def build_stage_step(case: str, preset: str, batch: int, device: str, prior: str
     name, variant = case.split(":")
     stage_class = {"stage1": Stage1, "stage3": Stage3, "final": FinalStage}[name]
     weights = LossWeights(identity=0.0, adversarial=0.0, lr=stage_class.default_lr_weight)
-    memory = MemoryOptions.baseline() if variant == "baseline" else MemoryOptions()
+    memory = {"baseline": MemoryOptions.baseline(), "lean": MemoryOptions(),
+              "lean+decoder1024": MemoryOptions(decoder_checkpoint_size=1024)}[variant]
     stage = stage_class(network=preset, prior_path=prior if stage_class.needs_prior else None, loss_weights=weights,
                         memory=memory, metrics_lpips=False).to(device)
     stage.train()
@@ -188,7 +194,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="measured runs per case (the median is reported)")
     parser.add_argument("--warmup", type=int, default=0, help="unmeasured runs first (use 1+ for small presets)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--cases", nargs="+", default=CASES, type=checked_case,
+    parser.add_argument("--cases", nargs="+", default=BENCH_CASES, type=checked_case,
                         help=f"cases, each optionally with modifiers ({', '.join('@' + m for m in MODIFIERS)})")
     parser.add_argument("--prior", help="a StyleGAN2 prior file for the stage-3 and final cases (default: a random "
                                         "one of the preset's size, built once)")
