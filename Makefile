@@ -59,7 +59,7 @@ lint: $(STAMP)  ## ruff over src/, tests/ and benchmarks/
 # BENCH_ARGS="--cases stage1:baseline stage1:lean stage1:baseline@loaded stage1:lean@loaded" (a busy process alongside)
 BENCH_ARGS ?= --cases decode:baseline decode:fast stage1:baseline stage1:lean stage3:baseline stage3:lean \
 	final:baseline final:lean --rounds 1 --repeats 1
-bench: $(STAMP)  ## paper preset (1024 px, fp32, CPU), today's code vs now: decode, stage 1/3/final steps; time, peak, ratios
+bench: $(STAMP)  ## paper preset (1024 px, fp32, CPU), today's code vs now: decode, stage 1/2/3/final steps; time, peak, ratios
 	$(BIN)/python benchmarks/bench_network.py $(BENCH_ARGS)
 
 bench-codec: $(STAMP)  ## encode/decode latency and peak memory (paper preset at 1024, demo preset)

@@ -39,11 +39,12 @@ from measure import machine_description, run_isolated, timed_repeats, total_peak
 
 DECODE_CASES = ["decode:baseline", "decode:fast", "decode:bf16"]
 # A training step of a real stage (its generate, its losses, Adam), today's path vs the lean one (MemoryOptions).
-STAGE_CASES = [f"{stage}:{variant}" for stage in ("stage1", "stage3", "final") for variant in ("baseline", "lean")]
+STAGE_CASES = [f"{stage}:{variant}" for stage in ("stage1", "stage2", "stage3", "final")
+               for variant in ("baseline", "lean")]
 # Not in `make bench`: the final stage with its decoder's 1024-px scale checkpointed too (MemoryOptions'
 # decoder_checkpoint_size, off by default).
 STAGE_CASES.append("final:lean+decoder1024")
-# What `make bench` runs: today's code against the current one, decode and a step of each memory-heavy stage.
+# What `make bench` runs: today's code against the current one, decode and a step of each training stage.
 BENCH_CASES = ["decode:baseline", "decode:fast"] + [case for case in STAGE_CASES if "+" not in case]
 CASES = DECODE_CASES + STAGE_CASES + [
     "forward:encoder", "forward:decoder", "forward:latent_codes", "forward:generator", "forward:fusion",
@@ -163,10 +164,10 @@ def build_stage_step(case: str, preset: str, batch: int, device: str, prior: str
     from grain_pl.losses import LossWeights
     from grain_pl.networks import get_preset
     from grain_pl.networks.training_memory import MemoryOptions
-    from grain_pl.stages import FinalStage, Stage1, Stage3
+    from grain_pl.stages import FinalStage, Stage1, Stage2, Stage3
 
     name, variant = case.split(":")
-    stage_class = {"stage1": Stage1, "stage3": Stage3, "final": FinalStage}[name]
+    stage_class = {"stage1": Stage1, "stage2": Stage2, "stage3": Stage3, "final": FinalStage}[name]
     weights = LossWeights(identity=0.0, adversarial=0.0, lr=stage_class.default_lr_weight)
     memory = {"baseline": MemoryOptions.baseline(), "lean": MemoryOptions(),
               "lean+decoder1024": MemoryOptions(decoder_checkpoint_size=1024)}[variant]
@@ -276,7 +277,10 @@ def run_with_modifiers(command: list[str], case: str) -> dict | None:
         env["GRAIN_PL_THREAD_POLICY"] = "0"
     saved = dict(os.environ)
     os.environ.update(env)
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if "loaded" in modifiers else None
+    # In its own session: under Linux's autogroup scheduling a process of the same session would share this
+    # session's CPU share instead of competing like another user's job (a 1.5x instead of a 2x-or-worse slowdown).
+    busy = (subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+            if "loaded" in modifiers else None)
     try:
         return run_isolated(command, case)
     finally:
@@ -292,11 +296,11 @@ def baseline_of(case: str) -> str:
     case with modifiers other than @loaded, the same case without them."""
     name, *modifiers = case.split("@")
     family = name.split(":")[0]
-    return f"{family}:baseline" if family in ("decode", "stage1", "stage3", "final") else name
+    return f"{family}:baseline" if family in ("decode", "stage1", "stage2", "stage3", "final") else name
 
 
 def print_ratios(results: list[dict]) -> None:
-    """One table: every case against its family's baseline (decode, stage1, stage3, final), medians over the
+    """One table: every case against its family's baseline (decode, stage1, stage2, stage3, final), medians over the
     rounds; time as a ratio (case / baseline: below 1 is faster) and as a speed-up, peak total as a ratio."""
     by_case: dict[str, list[dict]] = {}
     for result in results:
