@@ -41,9 +41,9 @@ DECODE_CASES = ["decode:baseline", "decode:fast", "decode:bf16"]
 # A training step of a real stage (its generate, its losses, Adam), today's path vs the lean one (MemoryOptions).
 STAGE_CASES = [f"{stage}:{variant}" for stage in ("stage1", "stage2", "stage3", "final")
                for variant in ("baseline", "lean")]
-# Not in `make bench`: the final stage with its decoder's 1024-px scale checkpointed too (MemoryOptions'
-# decoder_checkpoint_size, off by default).
-STAGE_CASES.append("final:lean+decoder1024")
+# Not in `make bench`: the final stage with its decoder's scales from 1024 (or 512) px up checkpointed too
+# (MemoryOptions' decoder_checkpoint_size, off by default).
+STAGE_CASES += ["final:lean+decoder1024", "final:lean+decoder512"]
 # What `make bench` runs: today's code against the current one, decode and a step of each training stage.
 BENCH_CASES = ["decode:baseline", "decode:fast"] + [case for case in STAGE_CASES if "+" not in case]
 CASES = DECODE_CASES + STAGE_CASES + [
@@ -170,7 +170,8 @@ def build_stage_step(case: str, preset: str, batch: int, device: str, prior: str
     stage_class = {"stage1": Stage1, "stage2": Stage2, "stage3": Stage3, "final": FinalStage}[name]
     weights = LossWeights(identity=0.0, adversarial=0.0, lr=stage_class.default_lr_weight)
     memory = {"baseline": MemoryOptions.baseline(), "lean": MemoryOptions(),
-              "lean+decoder1024": MemoryOptions(decoder_checkpoint_size=1024)}[variant]
+              "lean+decoder1024": MemoryOptions(decoder_checkpoint_size=1024),
+              "lean+decoder512": MemoryOptions(decoder_checkpoint_size=512)}[variant]
     stage = stage_class(network=preset, prior_path=prior if stage_class.needs_prior else None, loss_weights=weights,
                         memory=memory, metrics_lpips=False).to(device)
     stage.train()
