@@ -155,7 +155,8 @@ def write_atomically(data: bytes, destination: str | os.PathLike, overwrite: boo
 
 
 def default_destination(source: Path, kind: str) -> Path:
-    """Next to the source: photo.jpg -> photo.lr.png (encode); photo.lr.png -> photo.hr.png (decode)."""
+    """Next to the source: photo.jpg -> photo.lr.png (encode); photo.lr.png -> photo.hr.png (decode);
+    thumb.jpg -> thumb.hr.png (upscale)."""
     if kind == "encode":
         return source.with_name(f"{source.stem}.lr.png")
     stem = source.stem[:-3] if source.stem.endswith(".lr") else source.stem
@@ -166,6 +167,8 @@ def _is_folder_name(output: str | os.PathLike) -> bool:
     return Path(output).is_dir() or str(output).endswith(("/", os.sep))
 
 
+# encode: images -> LR PNGs; decode: LR PNGs -> HR PNGs; upscale: any thumbnail of the LR size -> HR PNGs.
+JOB_KINDS = ("encode", "decode", "upscale")
 EARLIER_OUTPUT = "output folder of this run, inside the input folder (not searched)"
 EXISTING_OUTPUT = "existing output (skip_existing)"
 
@@ -177,14 +180,14 @@ def plan_jobs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike | N
 
     - one input file and `output` not a folder (an existing one, or a name ending in "/"): output is the file;
     - otherwise `output` is a folder: a file input goes to output/<stem>.png, a folder input keeps its layout
-      (output/<relative path>.png); folders are searched recursively (images for encode, .png for decode), the
+      (output/<relative path>.png); folders are searched recursively (.png for decode, images otherwise), the
       output folder left out where it lies inside an input folder;
     - no `output`: each file next to its source (photo.lr.png, photo.hr.png); a folder input needs one.
     Raises CodecError for unusable arguments (not per file): a folder input without `output`, an output folder
     that is an input folder (outputs would replace inputs), several inputs and an output named like an image file.
     """
-    if kind not in ("encode", "decode"):
-        raise ValueError(f"kind must be 'encode' or 'decode', got {kind!r}")
+    if kind not in JOB_KINDS:
+        raise ValueError(f"kind must be one of {JOB_KINDS}, got {kind!r}")
     if not inputs:
         raise ValueError("no input files or folders given")
     sources = [Path(item) for item in inputs]
@@ -205,7 +208,7 @@ def plan_jobs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike | N
                                           f"{'s need' if len(sources) > 1 else ' needs'} an output folder, but this "
                                           "looks like an image file name; end it with / to mean a folder")
 
-    extensions = IMAGE_EXTENSIONS if kind == "encode" else (".png",)
+    extensions = (".png",) if kind == "decode" else IMAGE_EXTENSIONS
     jobs: list[tuple[Path, Path]] = []
     failed: list[tuple[Path, CodecError]] = []
     skipped: list[tuple[Path, str]] = []

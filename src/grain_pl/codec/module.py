@@ -6,6 +6,7 @@
     hr_image = module.decode_image(lr_image)          # PIL 1024x1024 RGB
     module.encode_file("face.png", "face.lr.png")     # smallest lossless PNG + metadata, written atomically
     module.decode_file("face.lr.png", "face.hr.png")
+    hr_image = module.upscale_image("thumb.jpg")      # any 16x16 thumbnail (a model with encoder="bicubic")
 
 Guarantees:
 - The LR PNG holds exactly the tensor `encode` returns (`grain_pl.io.images.to_uint8` / `from_uint8`, the one
@@ -52,7 +53,7 @@ from grain_pl.codec.jobs import (
     plan_jobs,
     write_atomically,
 )
-from grain_pl.codec.png import HR_COMPRESS_LEVEL, check_exact_lr, png_bytes, read_png_text
+from grain_pl.codec.png import HR_COMPRESS_LEVEL, check_exact_lr, check_thumbnail, png_bytes, read_png_text
 from grain_pl.io.images import check_resize_policy, pil_to_signed, signed_to_pil, to_uint8
 from grain_pl.networks import GRAIN, GrainConfig
 from grain_pl.networks.config import build_config
@@ -133,6 +134,12 @@ class GrainModule(pl.LightningModule):
     @property
     def lr_size(self) -> int:
         return self.config.lr_size
+
+    @property
+    def is_upscaler(self) -> bool:
+        """True for a model trained on ordinary thumbnails (`GrainConfig(encoder="bicubic")`); a model with a
+        learned encoder was trained to decode its own LRs, and `upscale_*` runs it on thumbnails all the same."""
+        return self.config.encoder == "bicubic"
 
     def png_metadata(self) -> dict[str, str]:
         """The text chunks written into every PNG: grain_pl version, preset, config (JSON), model file name."""
@@ -219,6 +226,17 @@ class GrainModule(pl.LightningModule):
                                               f"{self.describe()}, got {image.size[0]}x{image.size[1]}")
         return pil_to_signed(image)
 
+    def load_thumbnail(self, source: ImageSource) -> torch.Tensor:
+        """A thumbnail (file or PIL) of the LR size, in any format (JPEG and lossy WebP included) -> (3, lr_size,
+        lr_size) tensor of its 8-bit values. Size and mode rules as `load_lr`'s, less the lossy formats
+        (`check_thumbnail`): a CodecError naming the file otherwise."""
+        check_thumbnail(source)
+        image = open_rgb_image(source)
+        if image.size != (self.lr_size, self.lr_size):
+            raise CodecError(name_of(source), f"expected a {self.lr_size}x{self.lr_size} thumbnail for "
+                                              f"{self.describe()}, got {image.size[0]}x{image.size[1]}")
+        return pil_to_signed(image)
+
     def encode_image(self, image: ImageSource, resize: str = "error") -> Image.Image:
         """An image (PIL or file) -> the LR as an 8-bit RGB PIL image (save it losslessly: `lr_png_bytes`)."""
         return signed_to_pil(self.encode(self.load_hr(image, resize)))
@@ -226,6 +244,11 @@ class GrainModule(pl.LightningModule):
     def decode_image(self, lr_image: ImageSource, allow_lossy_lr: bool = False) -> Image.Image:
         """An LR image (PIL or file) -> the decoded HR image (8-bit RGB PIL); see `load_lr` for `allow_lossy_lr`."""
         return signed_to_pil(self.decode(self.load_lr(lr_image, allow_lossy_lr)))
+
+    def upscale_image(self, thumbnail: ImageSource) -> Image.Image:
+        """A thumbnail of the LR size (PIL or file, see `load_thumbnail`) -> the HR image (8-bit RGB PIL): the
+        decoder run on a thumbnail that anyone made, as a model with `encoder="bicubic"` was trained to."""
+        return signed_to_pil(self.decode(self.load_thumbnail(thumbnail)))
 
     # ----- files -----
     def encode_file(self, src: str | os.PathLike, dst: str | os.PathLike | None = None, overwrite: bool = False,
@@ -237,6 +260,11 @@ class GrainModule(pl.LightningModule):
                     overwrite: bool = False, allow_lossy_lr: bool = False) -> Path:
         """Decode one LR PNG into an HR PNG (default: next to it, photo.lr.png -> photo.hr.png)."""
         return self._one_file(Path(src), dst, "decode", overwrite=overwrite, allow_lossy_lr=allow_lossy_lr)
+
+    def upscale_file(self, src: str | os.PathLike, dst: str | os.PathLike | None = None,
+                     overwrite: bool = False) -> Path:
+        """Upscale one thumbnail file into an HR PNG (default: next to it, thumb.jpg -> thumb.hr.png)."""
+        return self._one_file(Path(src), dst, "upscale", overwrite=overwrite)
 
     def _one_file(self, source: Path, destination: str | os.PathLike | None, kind: str, **options) -> Path:
         destination = Path(destination) if destination is not None else default_destination(source, kind)
@@ -267,11 +295,23 @@ class GrainModule(pl.LightningModule):
                               allow_lossy_lr=allow_lossy_lr, batch_size=batch_size, on_result=on_result,
                               failed=failed, skipped=skipped)
 
+    def upscale_paths(self, inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None = None, *,
+                      overwrite: bool = False, skip_existing: bool = False, batch_size: int = 1,
+                      on_result: ResultCallback | None = None) -> CodecReport:
+        """Upscale thumbnail files and folders of them (any image format, layout kept); per-file errors and
+        `skip_existing` as in `encode_paths`, the file rules in `load_thumbnail`."""
+        jobs, failed, skipped = plan_jobs(inputs, output, "upscale")
+        return self._run_jobs(jobs, "upscale", overwrite=overwrite, skip_existing=skip_existing,
+                              batch_size=batch_size, on_result=on_result, failed=failed, skipped=skipped)
+
     def encode_folder(self, src_dir: str | os.PathLike, dst_dir: str | os.PathLike, **options) -> CodecReport:
         return self.encode_paths([src_dir], dst_dir, **options)
 
     def decode_folder(self, src_dir: str | os.PathLike, dst_dir: str | os.PathLike, **options) -> CodecReport:
         return self.decode_paths([src_dir], dst_dir, **options)
+
+    def upscale_folder(self, src_dir: str | os.PathLike, dst_dir: str | os.PathLike, **options) -> CodecReport:
+        return self.upscale_paths([src_dir], dst_dir, **options)
 
     def _decode_input(self, source: Path, allow_lossy_lr: bool = False) -> torch.Tensor:
         lr = self.load_lr(source, allow_lossy_lr)
@@ -280,10 +320,18 @@ class GrainModule(pl.LightningModule):
             stored_config = json.loads(stored) if stored is not None else None
         except Exception:  # noqa: BLE001 - load_lr read the pixels already; the metadata is only advisory
             stored_config = None
-        if stored_config is not None and stored_config != json.loads(self.png_metadata()["config"]):  # tuples
+        if stored_config is not None and not self._same_config(stored_config):
             warnings.warn(f"{source}: encoded by a model with another configuration than {self.describe()}; "
                           "the decoded image will not be faithful", stacklevel=3)
         return lr
+
+    def _same_config(self, stored: object) -> bool:
+        """Whether an LR PNG's stored config is this model's; settings it leaves out have their defaults (a PNG
+        written before a setting existed)."""
+        try:
+            return GrainConfig(**stored) == self.config
+        except (TypeError, ValueError):
+            return False
 
     def _run_jobs(self, jobs: Sequence[tuple[Path, Path]], kind: str, *, overwrite: bool = False,
                   skip_existing: bool = False, allow_lossy_lr: bool = False, resize: str = "error",
@@ -309,8 +357,11 @@ class GrainModule(pl.LightningModule):
                 return self.load_hr(source, resize)
             run, write_options = self.encode, dict(optimize=True, compress_level=9)
         else:
-            def load(source: Path) -> torch.Tensor:
-                return self._decode_input(source, allow_lossy_lr)
+            if kind == "upscale":
+                load = self.load_thumbnail
+            else:
+                def load(source: Path) -> torch.Tensor:
+                    return self._decode_input(source, allow_lossy_lr)
             run = self.decode
             write_options = dict(optimize=False, compress_level=HR_COMPRESS_LEVEL)
         text = self.png_metadata()

@@ -18,7 +18,8 @@ from PIL.PngImagePlugin import PngInfo
 from grain_pl.codec.jobs import CodecError
 from grain_pl.io.images import uint8_to_pil
 
-__all__ = ["HR_COMPRESS_LEVEL", "check_exact_lr", "lossy_lr_reason", "lr_png_bytes", "png_bytes", "read_png_text"]
+__all__ = ["HR_COMPRESS_LEVEL", "check_exact_lr", "check_thumbnail", "lossy_lr_reason", "lr_png_bytes", "png_bytes",
+           "read_png_text"]
 
 # zlib level for decoded HR PNGs: these are big (1024x1024) and not what the codec stores, so the default level
 # (fast, deterministic) rather than the slow maximum used for LR PNGs.
@@ -57,25 +58,26 @@ _EXACT_MODES = ("RGB", "L", "P", "1", "RGBA", "LA", "PA")
 _HEADER_BYTES = 1 << 16  # enough for a PNG's IHDR and a WebP's chunk list
 
 
-def _format_reason(image: Image.Image, header: bytes) -> str | None:
+def _compression_reason(image: Image.Image, header: bytes) -> str | None:
     if image.format in ("JPEG", "MPO", "JPEG2000"):
         return f"{image.format} is a lossy format"
     if image.format == "WEBP" and header[12:16] != b"VP8L" and (b"VP8 " in header or b"VP8L" not in header):
         return "lossy WebP"
     if image.format == "TIFF" and "jpeg" in str(image.info.get("compression", "")):
         return "JPEG-compressed TIFF"
-    if image.format == "PNG" and header[12:16] == b"IHDR" and len(header) > 24 and header[24] > 8:
-        return f"{header[24]} bits per channel (encode writes 8)"
     return None
 
 
-def lossy_lr_reason(image: Image.Image, header: bytes = b"") -> str | None:
+def lossy_lr_reason(image: Image.Image, header: bytes = b"", lossy_compression: bool = False) -> str | None:
     """Why `image` (opened from a file whose first bytes are `header`) cannot be the exact LR `grain encode`
-    wrote, or None: a lossy format (JPEG, lossy WebP), more than 8 bits per channel (Pillow would truncate a
-    48-bit PNG), transparent pixels (they would be composited on white), a mode without exact RGB levels."""
-    reason = _format_reason(image, header)
+    wrote, or None: a lossy format (JPEG, lossy WebP; allowed with `lossy_compression`, as for a thumbnail to
+    upscale), more than 8 bits per channel (Pillow would truncate a 48-bit PNG), transparent pixels (they would be
+    composited on white), a mode without exact RGB levels."""
+    reason = None if lossy_compression else _compression_reason(image, header)
     if reason is not None:
         return reason
+    if image.format == "PNG" and header[12:16] == b"IHDR" and len(header) > 24 and header[24] > 8:
+        return f"{header[24]} bits per channel (encode writes 8)"
     if image.mode not in _EXACT_MODES:
         return f"mode {image.mode}" + (" (more than 8 bits per channel)" if image.mode.startswith(("I", "F")) else "")
     too_big = Image.MAX_IMAGE_PIXELS is not None and image.width * image.height > Image.MAX_IMAGE_PIXELS
@@ -85,20 +87,35 @@ def lossy_lr_reason(image: Image.Image, header: bytes = b"") -> str | None:
     return None
 
 
+def _lr_problem(source: str | os.PathLike | Image.Image, lossy_compression: bool) -> tuple[str, str | None]:
+    """(the source's name, `lossy_lr_reason` for it); files that do not open get None: the reader names their
+    problem."""
+    if isinstance(source, Image.Image):
+        return "<image>", lossy_lr_reason(source, lossy_compression=lossy_compression)
+    try:
+        with open(source, "rb") as file:
+            header = file.read(_HEADER_BYTES)
+        with Image.open(Path(source)) as image:
+            return str(source), lossy_lr_reason(image, header, lossy_compression)
+    except Exception:  # noqa: BLE001 - missing, unreadable or not an image: open_rgb_image reports it
+        return str(source), None
+
+
 def check_exact_lr(source: str | os.PathLike | Image.Image) -> None:
     """Raise CodecError (naming the file) when `source` cannot be the exact LR `grain encode` wrote
     (`lossy_lr_reason`). Files that do not open are left to the reader, which names their problem."""
-    if isinstance(source, Image.Image):
-        reason, name = lossy_lr_reason(source), "<image>"
-    else:
-        name = str(source)
-        try:
-            with open(source, "rb") as file:
-                header = file.read(_HEADER_BYTES)
-            with Image.open(Path(source)) as image:
-                reason = lossy_lr_reason(image, header)
-        except Exception:  # noqa: BLE001 - missing, unreadable or not an image: open_rgb_image reports it
-            return
+    name, reason = _lr_problem(source, lossy_compression=False)
     if reason is not None:
         raise CodecError(name, f"cannot be the exact LR that grain encode wrote: {reason}; decoding it would not "
                                "be faithful (pass --allow-lossy-lr, allow_lossy_lr=True, to decode it anyway)")
+
+
+def check_thumbnail(source: str | os.PathLike | Image.Image) -> None:
+    """Raise CodecError (naming the file) when `source` is not an 8-bit picture `grain upscale` can take as it is:
+    decode's rules (`lossy_lr_reason`) less the lossy formats, which ordinary thumbnails are (JPEG, lossy WebP).
+    Transparent pixels would be upscaled as the white they are composited on, and more than 8 bits per channel
+    would be cut to 8 (a 48-bit PNG truncated), so both are refused."""
+    name, reason = _lr_problem(source, lossy_compression=True)
+    if reason is not None:
+        raise CodecError(name, f"cannot be upscaled as it is: {reason}; save it as an 8-bit RGB image without "
+                               "transparency first")

@@ -1,7 +1,7 @@
 """The `grain` command: one module per subcommand, all reached through `grain_pl.commands.main`.
 
     grain fit|validate|test|predict --config ...   training (fit.py, LightningCLI; --debug: tracebacks)
-    grain encode|decode ...                         the codec on files and folders (codec.py)
+    grain encode|decode|upscale ...                 the codec on files and folders (codec.py)
     grain evaluate ...                              GRAIN against the baselines (evaluate.py)
     grain prepare ...                               align raw face photos for training (prepare.py)
     grain convert stylegan2|irse50|grain ...        public checkpoints -> safetensors (convert.py)
@@ -47,6 +47,7 @@ _WRITTEN_SO_FAR_NOTE = "outputs written so far are complete (each is written ato
 INTERRUPT_NOTES = {
     "encode": _WRITTEN_SO_FAR_NOTE,
     "decode": _WRITTEN_SO_FAR_NOTE,
+    "upscale": _WRITTEN_SO_FAR_NOTE,
     "prepare": _WRITTEN_SO_FAR_NOTE,
     "convert": "nothing half-written is left (outputs are written atomically)",
     "setup-lpips": "nothing half-written is left; rerun it",

@@ -1,9 +1,10 @@
-"""`grain encode` and `grain decode`: the codec on the command line.
+"""`grain encode`, `grain decode` and `grain upscale`: the codec on the command line.
 
     grain encode photo.png --model grain-paper-1024-lr16.safetensors                 # -> photo.lr.png
     grain encode photos/ -o lr/ --model model.safetensors --resize center_crop      # keeps the folder layout
     grain decode lr/ -o hr/ --model model.safetensors                               # every .png under lr/
     grain decode photo.lr.png -o photo.hr.png --model runs/final/last.ckpt --prior stylegan2-ffhq-config-f.pt
+    grain upscale thumbs/ -o hr/ --model upscaler.safetensors                        # any LR-sized JPEG/PNG/WebP
 
 Every file problem prints one line `grain encode: error: FILE: ...` on stderr and the run goes on with the next
 file; the exit code is 2 when any file failed. An existing output is never replaced without `--overwrite`.
@@ -23,7 +24,7 @@ from grain_pl.io.images import DETERMINISTIC_RESIZE_POLICIES as RESIZE_CHOICES
 
 
 def add_codec_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add `encode` and `decode` to the subparsers of the `grain` parser (each sets `run`)."""
+    """Add `encode`, `decode` and `upscale` to the subparsers of the `grain` parser (each sets `run`)."""
     encode = subparsers.add_parser(
         "encode", help="images -> tiny 8-bit LR PNGs",
         description="Encode images into LR PNGs (the smallest lossless PNG, with the model named in its text "
@@ -46,7 +47,18 @@ def add_codec_commands(subparsers: argparse._SubParsersAction) -> None:
                              "pixels, 16 bits per channel); refused by default, as the result is not faithful")
     decode.set_defaults(run=run_decode)
 
-    for command in (encode, decode):
+    upscale = subparsers.add_parser(
+        "upscale", help="ordinary thumbnails (any LR-sized image) -> HR PNGs",
+        description="Upscale thumbnails that anyone made (an antialiased downscale, saved as PNG, JPEG or WebP) "
+                    "into HR PNGs with the decoder of a model trained on them (encoder: bicubic, e.g. `grain demo "
+                    "--upscaler`); a model with a learned encoder runs too, with a note. Input rules as decode's, "
+                    "less the lossy formats. Without -o: thumb.jpg -> thumb.hr.png next to it.")
+    upscale.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="thumbnails of the model's LR size, or folders searched recursively (jpg, png, webp, "
+                              "tif, bmp, ppm)")
+    upscale.set_defaults(run=run_upscale)
+
+    for command in (encode, decode, upscale):
         command.add_argument("-o", "--output",
                              help="output file (one input file) or folder (several inputs, or a name ending in "
                                   "/); folder inputs keep their layout under it")
@@ -71,6 +83,10 @@ def run_encode(args: argparse.Namespace) -> str:
 
 def run_decode(args: argparse.Namespace) -> str:
     return _run(args, "decode")
+
+
+def run_upscale(args: argparse.Namespace) -> str:
+    return _run(args, "upscale")
 
 
 def _run(args: argparse.Namespace, kind: str) -> str:
@@ -104,6 +120,12 @@ def _run(args: argparse.Namespace, kind: str) -> str:
                        on_result=report)
         if kind == "encode":
             result = module.encode_paths(args.inputs, args.output, resize=args.resize, **options)
+        elif kind == "upscale":
+            if not module.is_upscaler:
+                print(f"grain upscale: note: {module.describe()} has a learned encoder: it was trained to decode "
+                      "the LRs it makes itself (grain encode), not ordinary thumbnails; upscaling anyway (a model "
+                      "trained with encoder: bicubic is made for them)", file=sys.stderr, flush=True)
+            result = module.upscale_paths(args.inputs, args.output, **options)
         else:
             result = module.decode_paths(args.inputs, args.output, allow_lossy_lr=args.allow_lossy_lr, **options)
     done, failed = len(result.written), len(result.failed)

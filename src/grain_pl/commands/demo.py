@@ -7,6 +7,9 @@ ever seen in training. Then, for a fixed number of iterations per stage (the rec
 
     prior (a StyleGAN2 at the demo size) -> stage1 -> stage2 -> stage3 -> final -> grain evaluate
 
+`--upscaler` trains the upscaler of ordinary thumbnails instead (the encoder a fixed bicubic downscale, see
+`upscaler_recipe`); its table names the model's row `grain-upscaler`.
+
 The run is budgeted in iterations and seeded (data crops, sampling order, initialisation), so the same command
 gives the same table on any machine; only the thread count and the CPU may change floating-point summation order.
 `--minutes` is only a safety cap: when it cuts a stage short it says so on stderr and in metrics.json, and that
@@ -164,6 +167,20 @@ class DemoRecipe:
             raise ValueError(f"--scale must be positive and finite, got {factor}")
         return dataclasses.replace(self, iterations={stage: max(1, round(count * factor))
                                                      for stage, count in self.iterations.items()})
+
+
+# `grain demo --upscaler`: the fixed bicubic downscale instead of the learned encoder (GrainConfig(encoder="bicubic"),
+# the paper's "without invertible encoder" ablation), so the chain learns to upscale thumbnails anyone can make; HR
+# as a correction of the bicubic upscale, as in the default recipe; no LR guidance (no encoder to train).
+UPSCALER_OVERRIDES = {"encoder": "bicubic", "hr_parameterisation": "bicubic_residual"}
+# Its row in the demo's table: the model's own encoder is the bicubic one, so evaluate's "grain" row is the
+# upscaling of the bicubic baseline's own thumbnail.
+UPSCALER_ROW = "grain-upscaler"
+
+
+def upscaler_recipe(recipe: DemoRecipe) -> DemoRecipe:
+    """The recipe, training the upscaler instead (its iterations, learning rates and losses otherwise)."""
+    return dataclasses.replace(recipe, network_overrides=dict(UPSCALER_OVERRIDES), lr_weight=0.0, final_lr_weight=0.0)
 
 
 def cosine_factor(iteration: int, total: int) -> float:
@@ -545,7 +562,8 @@ def _run_chain(output: Path, recipe: DemoRecipe | None, seed: int, minutes: floa
     deadline = started + minutes * 60 - 30.0  # the evaluation and the picture take about 15 s
     planned = dict(recipe.iterations)
     _, expected = demo_eta_seconds(STAGES[0], 0, REFERENCE_SECONDS_PER_ITERATION[STAGES[0]], planned, {})
-    print(f"grain demo: {output} | {recipe.preset} | seed {seed} | iterations " +
+    variant = " upscaler (encoder: bicubic)" if config.encoder == "bicubic" else ""
+    print(f"grain demo: {output} | {recipe.preset}{variant} | seed {seed} | iterations " +
           ", ".join(f"{stage} {planned[stage]}" for stage in STAGES) +
           f" | about {format_duration(expected)} on a 2-core CPU | safety cap {minutes:g} min", flush=True)
 
@@ -583,7 +601,9 @@ def _run_chain(output: Path, recipe: DemoRecipe | None, seed: int, minutes: floa
 
     begin = time.perf_counter()
     model = GrainModule.from_checkpoint(output / "model.safetensors")
-    summary = evaluate_folder(model, test_dir, output / "eval")
+    upscaler = config.encoder == "bicubic"
+    row_note = {"grain_row": f"{UPSCALER_ROW}: the model's encoder is the fixed bicubic downscale"} if upscaler else {}
+    summary = evaluate_folder(model, test_dir, output / "eval", settings=row_note)
     evaluation_seconds = time.perf_counter() - begin
     save_comparison(model, test_dir, output / "comparison.png")
     checks = check_targets(summary)
@@ -601,7 +621,7 @@ def _run_chain(output: Path, recipe: DemoRecipe | None, seed: int, minutes: floa
         "summary": summary,
     }
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    print_table(summary)
+    print_table(summary, labels={"grain": UPSCALER_ROW} if upscaler else None)
     print(format_targets(checks))
     if cut:
         print(f"grain demo: WARNING: the safety cap cut {', '.join(cut)} short; these numbers are NOT the "
@@ -610,8 +630,10 @@ def _run_chain(output: Path, recipe: DemoRecipe | None, seed: int, minutes: floa
     return metrics
 
 
-def print_table(summary: dict) -> None:
+def print_table(summary: dict, labels: Mapping[str, str] | None = None) -> None:
+    """The summary's methods as a Markdown table; `labels` renames rows (method -> shown name)."""
     methods = summary.get("methods", summary)
+    labels = labels or {}
 
     def cell(values: Mapping, key: str, digits: int) -> str:
         value = values.get(key)
@@ -621,8 +643,8 @@ def print_table(summary: dict) -> None:
     print("|---|---|---|---|---|---|")
     for name, values in methods.items():
         if isinstance(values, dict) and "psnr" in values:
-            print(f"| {name} | {cell(values, 'bytes', 0)} | {cell(values, 'psnr', 2)} | {cell(values, 'ssim', 4)} | "
-                  f"{cell(values, 'lpips', 4)} | {cell(values, 'lr_psnr', 2)} |")
+            print(f"| {labels.get(name, name)} | {cell(values, 'bytes', 0)} | {cell(values, 'psnr', 2)} | "
+                  f"{cell(values, 'ssim', 4)} | {cell(values, 'lpips', 4)} | {cell(values, 'lr_psnr', 2)} |")
 
 
 def parse_iterations(items: Sequence[str]) -> dict[str, int]:
@@ -654,12 +676,17 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
                            "the machine; another count changes floating-point summation order, so the table a little")
     demo.add_argument("--accelerator", default="cpu",
                       help="Lightning accelerator (cpu: the reproducible default; auto uses a GPU if there is one)")
+    demo.add_argument("--upscaler", action="store_true",
+                      help=f"train the upscaler of ordinary thumbnails instead (encoder: bicubic, no learned "
+                           f"encoder); its row in the table: {UPSCALER_ROW}")
     demo.set_defaults(run=_run_demo)
     return demo
 
 
 def _run_demo(args: argparse.Namespace) -> str:
     recipe = DemoRecipe().scaled(args.scale)
+    if args.upscaler:
+        recipe = upscaler_recipe(recipe)
     recipe = dataclasses.replace(recipe, iterations={**recipe.iterations, **parse_iterations(args.iterations)})
     if args.threads is not None:
         if args.threads < 1:

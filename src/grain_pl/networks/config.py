@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from grain_pl.networks.stylegan2.layers import channels_at
 
+ENCODERS = ("learned", "bicubic")
 LR_PARAMETERISATIONS = ("free", "bicubic_residual")
 HR_PARAMETERISATIONS = ("free", "bicubic_residual")
 
@@ -50,8 +51,13 @@ class GrainConfig:
     fusion_channels: tuple[int, ...] = (128, 64, 32)
     fusion_head_channels: tuple[int, ...] = (128, 64)
     se_reduction: int = 16
-    # What the encoder's output means. "free": the LR itself (the paper). "bicubic_residual": a correction added
-    # to the antialiased bicubic thumbnail of the HR (its last conv starts at zero, so an untrained encoder
+    # Which encoder makes the LR. "learned": the paper's network, trained with the decoder. "bicubic": the fixed
+    # antialiased bicubic downscale of the 8-bit HR, rounded to 8 bits (exactly the thumbnail `grain evaluate`'s
+    # bicubic baseline stores), with no parameters: the paper's "without invertible encoder" ablation (which fed a
+    # bilinear LR), so the decoder, the latent codes and the fusion learn to upscale thumbnails anyone can make.
+    encoder: str = "learned"
+    # What the learned encoder's output means. "free": the LR itself (the paper). "bicubic_residual": a correction
+    # added to the antialiased bicubic thumbnail of the HR (its last conv starts at zero, so an untrained encoder
     # already stores the thumbnail); the LR-guidance loss then bounds how far the LR strays from a thumbnail.
     lr_parameterisation: str = "free"
     # What the decoder's y_inv head and the fusion's output mean. "free": HR images (the paper).
@@ -61,6 +67,11 @@ class GrainConfig:
     hr_parameterisation: str = "free"
 
     def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.encoder == "bicubic" and self.lr_parameterisation != "free":
+            raise ValueError(f"lr_parameterisation={self.lr_parameterisation!r} describes the learned encoder's "
+                             "output, and encoder='bicubic' has none: leave lr_parameterisation at 'free'")
         if self.lr_parameterisation not in LR_PARAMETERISATIONS:
             raise ValueError(f"lr_parameterisation must be one of {LR_PARAMETERISATIONS}, "
                              f"got {self.lr_parameterisation!r}")
@@ -183,4 +194,5 @@ def build_config(network: str | Mapping | GrainConfig, overrides: Mapping | None
     return config.replace(**dict(overrides)) if overrides else config
 
 
-__all__ = ["HR_PARAMETERISATIONS", "LR_PARAMETERISATIONS", "GrainConfig", "PRESETS", "build_config", "get_preset"]
+__all__ = ["ENCODERS", "HR_PARAMETERISATIONS", "LR_PARAMETERISATIONS", "GrainConfig", "PRESETS", "build_config",
+           "get_preset"]

@@ -6,6 +6,8 @@ at the LR size, where it is cheap. There is no output activation: the quantizer 
 With `lr_parameterisation="bicubic_residual"` (an option; the paper's encoder is "free") the network's output is
 a correction added to `bicubic_thumbnail(hr)`, the same antialiased bicubic downscale that the bicubic baseline
 stores, so the LR starts as a faithful thumbnail and the LR-guidance loss only has to keep the correction small.
+
+`BicubicEncoder` (`GrainConfig(encoder="bicubic")`) is no network at all: that thumbnail itself, rounded to 8 bits.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grain_pl.io.images import LEVELS, from_uint8, to_uint8
 from grain_pl.networks.blocks import RRDB, conv3x3, conv_lrelu, lrelu
 from grain_pl.networks.checkpointing import maybe_checkpoint
 from grain_pl.networks.config import LR_PARAMETERISATIONS
@@ -65,3 +68,23 @@ class Encoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"lr_parameterisation={self.lr_parameterisation!r}"
+
+
+class BicubicEncoder(nn.Module):
+    """The fixed encoder of `GrainConfig(encoder="bicubic")`: HR -> its 8-bit levels -> `bicubic_thumbnail` ->
+    rounded to 8 bits, i.e. exactly the LR `grain evaluate`'s bicubic baseline stores (`resize_levels`: the same
+    float resize of the levels, rounded and clamped). Its output is already an 8-bit image, in training too: the
+    decoder then learns from the very thumbnails it will be given. No parameters, no gradient."""
+
+    def __init__(self, lr_size: int) -> None:
+        super().__init__()
+        self.lr_size = lr_size
+
+    def forward(self, hr: torch.Tensor) -> torch.Tensor:
+        levels = to_uint8(hr).float()  # a thumbnail is made from an 8-bit image
+        with torch.autocast(device_type=hr.device.type, enabled=False):  # float32 even under autocast: it is rounded
+            thumbnail = bicubic_thumbnail(levels, self.lr_size)
+        return from_uint8(thumbnail.round().clamp(0, LEVELS))
+
+    def extra_repr(self) -> str:
+        return f"lr_size={self.lr_size}, fixed antialiased bicubic downscale"

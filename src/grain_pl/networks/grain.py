@@ -7,6 +7,7 @@
 Two opt-in parameterisations (GrainConfig; the paper's "free" by default) make the images corrections of the
 classical ones: `lr_parameterisation="bicubic_residual"` (the encoder, see encoder.py) and
 `hr_parameterisation="bicubic_residual"`: y_inv = bicubic_upscale(lr) + decoder head, hr_out = y_inv + fusion.
+`encoder="bicubic"` replaces the encoder by the fixed bicubic downscale (an upscaler of ordinary thumbnails).
 
 Plain nn.Modules only: no Lightning, no file I/O, no losses (see grain_pl.weights and grain_pl.stages).
 """
@@ -22,7 +23,7 @@ from torch import nn
 from grain_pl.networks.checkpointing import set_checkpointing
 from grain_pl.networks.config import GrainConfig, get_preset
 from grain_pl.networks.decoder import Decoder
-from grain_pl.networks.encoder import Encoder
+from grain_pl.networks.encoder import BicubicEncoder, Encoder
 from grain_pl.networks.fusion import Fusion
 from grain_pl.networks.inference import DecodeOptions, autocast_context, decoder_forward, fusion_forward
 from grain_pl.networks.latent_codes import LatentCodeBank
@@ -82,8 +83,11 @@ class GRAIN(nn.Module):
         cfg = self.config
 
         # Invertible Extreme Rescaling Module
-        self.encoder = Encoder(cfg.num_downsamples, cfg.channels, cfg.growth_channels, cfg.encoder_blocks,
-                               lr_parameterisation=cfg.lr_parameterisation)
+        if cfg.encoder == "bicubic":
+            self.encoder: nn.Module = BicubicEncoder(cfg.lr_size)
+        else:
+            self.encoder = Encoder(cfg.num_downsamples, cfg.channels, cfg.growth_channels, cfg.encoder_blocks,
+                                   lr_parameterisation=cfg.lr_parameterisation)
         self.quantize = Quantize(noise_at_eval=quantize_noise_at_eval)
         light = {r for r in cfg.decoder_resolutions if cfg.uses_light_blocks(r)}
         self.decoder = Decoder(cfg.decoder_resolutions, cfg.blocks_per_scale, light, cfg.channels,
@@ -115,8 +119,11 @@ class GRAIN(nn.Module):
         return self.decode(lr, return_features=return_features)
 
     def encode(self, hr: torch.Tensor) -> torch.Tensor:
-        """HR -> the 8-bit-valued LR image (noisy quantization in training mode)."""
+        """HR -> the 8-bit-valued LR image (noisy quantization in training mode; the fixed bicubic encoder's
+        thumbnail is 8-bit already, in every mode)."""
         check_image(hr, self.config.hr_size, "hr")
+        if self.config.encoder == "bicubic":
+            return self.encoder(hr)
         return self.quantize(self.encoder(hr))
 
     def rescale(self, hr: torch.Tensor) -> GrainOutput:

@@ -10,6 +10,9 @@ only decides which parts train, what its output image is, and which losses and d
 | stage3 | fusion                                   | `hr_out`      | logistic, StyleGAN2 D    | 3       |
 | final  | encoder, decoder, latent_codes, fusion   | `hr_out`      | logistic, StyleGAN2 D    | 3       |
 
+With `encoder="bicubic"` (an upscaler of ordinary thumbnails) the encoder has no parameters: stage 1 trains the
+decoder alone, the final stage everything but the encoder, and the LR-guidance loss is off.
+
 The StyleGAN2 generator is always frozen. Frozen parts run under `no_grad`, have `requires_grad=False` and stay
 in eval mode. Optimization is manual (the loop PriorStage shares, `stages/gan_loop.py`): a discriminator step
 every `d_every` iterations (at the start of the iteration, as the official code), lazy R1 every `r1_every`
@@ -115,6 +118,13 @@ class GrainStage(GanLoop):
 
         # the one backbone every stage shares
         self.config = build_config(network, network_overrides)
+        if weights.lr > 0 and self.config.encoder == "bicubic":
+            # The LR guidance trains the encoder, and the fixed bicubic one has nothing to train: its LR is the
+            # thumbnail already. Off, rather than a constant term in the total.
+            rank_zero_info(f"[{type(self).__name__}] encoder='bicubic' has no parameters: the LR-guidance loss "
+                           f"(loss_weights.lr={weights.lr:g}) is off")
+            weights = self.loss_weights = dataclasses.replace(weights, lr=0.0)
+            self.hparams["loss_weights"] = dataclasses.asdict(weights)
         self.grain = GRAIN(self.config, checkpointing=checkpointing, memory_options=memory)
         if self.output_name != "y_inv":  # no loss reads y_inv: its image head may run without autograd
             self.grain.decoder.image_head_grad = memory.y_inv_graph
