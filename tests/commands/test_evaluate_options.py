@@ -59,3 +59,25 @@ def test_lr_codec_and_upscaler_rows_from_model_files(model_file, tmp_path, capsy
     thumbnail = (output / "payloads" / "bicubic" / "a.png").read_bytes()
     assert (output / "payloads" / "grain_upscale" / "a.png").read_bytes() == thumbnail
     assert (output / "payloads" / "grain+jpeg_q20" / "a.jpg").read_bytes()[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize(("model", "upscaler", "priors"), [
+    ("stage.ckpt", "upscale.safetensors", ["prior.pt", None]),  # the model file carries its own prior
+    ("grain.safetensors", "upscale.ckpt", [None, "prior.pt"]),
+    ("grain.safetensors", "upscale.safetensors", ["prior.pt", "prior.pt"]),  # refused by the loader, as before
+])
+def test_prior_goes_to_the_stage_checkpoints(model, upscaler, priors, tmp_path, monkeypatch, capsys) -> None:
+    from grain_pl.codec import GrainModule
+
+    calls = []
+
+    def from_checkpoint(path, prior_path=None, map_location="cpu"):
+        calls.append((path, prior_path))
+        if path == upscaler:  # both loads seen: the rest is the loader's
+            raise ValueError("stop here")
+
+    monkeypatch.setattr(GrainModule, "from_checkpoint", from_checkpoint)
+    assert main(["evaluate", str(tmp_path), "--model", model, "--upscaler", upscaler, "--prior", "prior.pt",
+                 "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == "grain evaluate: error: stop here\n"
+    assert calls == [(model, priors[0]), (upscaler, priors[1])]

@@ -98,11 +98,16 @@ def run_evaluate(args: argparse.Namespace) -> str:
         if args.model is not None or args.upscaler is not None:
             from grain_pl.codec import GrainModule
 
-            if args.model is not None:
-                model = GrainModule.from_checkpoint(args.model, prior_path=args.prior, map_location=args.device)
-            if args.upscaler is not None:
-                upscaler = GrainModule.from_checkpoint(args.upscaler, prior_path=args.prior,
-                                                       map_location=args.device)
+            files = [path for path in (args.model, args.upscaler) if path is not None]
+            # --prior serves whichever of the two is a stage .ckpt; a model file carries its own (and refuses one)
+            stage_checkpoints = [path for path in files if Path(path).suffix != ".safetensors"]
+
+            def load(path: str) -> Any:
+                prior = args.prior if path in stage_checkpoints or not stage_checkpoints else None
+                return GrainModule.from_checkpoint(path, prior_path=prior, map_location=args.device)
+
+            model = load(args.model) if args.model is not None else None
+            upscaler = load(args.upscaler) if args.upscaler is not None else None
         summary = evaluate_folder(
             model, args.folder, args.output, methods=args.methods, identity_weights=args.identity_weights,
             arcface_model=arcface, resize=args.resize, device=args.device, limit=args.limit,

@@ -70,7 +70,8 @@ def encode_with_pillow(image_uint8: torch.Tensor, codec: str, quality: int) -> b
 def jitter_slack(target_bytes: int) -> int:
     """How far an encoder's size may dip as quality grows, for the search's final scan: 32 bytes or 2 %.
 
-    Measured dips: up to 3 bytes (JPEG, optimize=True, 32-64 px crops) and 30 bytes (WebP, 1024 px, ~43 kB).
+    Measured dips: up to 3 bytes (JPEG, optimize=True, 32-64 px crops), 30 bytes (WebP, 1024 px, ~43 kB) and
+    32 bytes (AVIF, the demo's 64 px crops, ~600 B; none at 1024 px).
     """
     return max(32, target_bytes // 50)
 

@@ -86,10 +86,11 @@ class Reconstruction:
     """One method's result for one image.
 
     output: uint8 (3, H, W), the reconstruction as a saved 8-bit image holds it.
-    payload: the bytes the method stores (LR PNG, JPEG or WebP file); `num_bytes` is its length.
-    quality: the JPEG/WebP quality used (None for PNG-based methods).
+    payload: the bytes the method stores (LR PNG, or a JPEG/WebP/AVIF file: of the HR for a codec, of the LR for
+        a --lr-codec row); `num_bytes` is its length.
+    quality: the JPEG/WebP/AVIF quality used (None for PNG-based methods).
     target_bytes: for the matched methods, the size they were matched to.
-    lr: uint8 (3, h, w), the LR as decoded from the stored PNG (None for the codecs, which store no LR).
+    lr: uint8 (3, h, w), the LR as decoded from the stored file (None for the codecs, which store no LR).
     """
 
     method: str

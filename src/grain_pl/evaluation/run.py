@@ -302,7 +302,7 @@ def evaluate_folder(
     handed back on its own device and in its own train/eval modes.
 
     Args:
-        methods: names as in DEFAULT_METHODS (any jpeg_qN / webp_qN); None: all of DEFAULT_METHODS that apply
+        methods: names as in DEFAULT_METHODS (any jpeg_qN / webp_qN / avif_qN); None: all of DEFAULT_METHODS that apply
             (without a model, everything but grain and the *_matched codecs, which match GRAIN's bytes).
         identity_weights: pSp's IR-SE50 file, or an already built `IdentityLoss` (any SimilarityModel): adds
             the "identity" column (IdentityLoss.similarity).
