@@ -27,6 +27,7 @@ from grain_pl.evaluation import (
     DEFAULT_METHODS,
     PSNR_CAP_DB,
     ReconstructionScorer,
+    avif_available,
     decode_image_bytes,
     evaluate_folder,
     format_summary,
@@ -40,6 +41,8 @@ from grain_pl.weights.lpips_alexnet import find_alexnet_weights
 
 CROPS = {"a.png": (100, 180), "faces/b.png": (60, 200), "faces/c.png": (250, 250)}  # 32 x 32 astronaut crops
 LR_METHODS = ("grain", "bilinear", "bicubic")  # the methods that store an LR
+# what a run without --methods evaluates: the AVIF rows only where this Pillow writes AVIF
+DEFAULTS = [name for name in DEFAULT_METHODS if avif_available() or not name.startswith("avif_")]
 
 
 class MeanAbsoluteDistance(nn.Module):
@@ -142,14 +145,14 @@ def test_csv_has_one_row_per_image_and_method(full_run) -> None:
     _, _, header, rows = full_run
     assert tuple(header) == CSV_COLUMNS
     assert [(row["file"], row["method"]) for row in rows] == [
-        (name, method) for name in sorted(CROPS) for method in DEFAULT_METHODS]
+        (name, method) for name in sorted(CROPS) for method in DEFAULTS]
     for row in rows:
         assert int(row["bytes"]) > 0 and float(row["bpp"]) == pytest.approx(8 * int(row["bytes"]) / (32 * 32))
         for column in ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "identity", "arcface"):
             assert math.isfinite(float(row[column])), (row["method"], column)
         for column in ("lr_psnr", "lr_ssim"):  # only a method that stores an LR has them
             assert (row[column] != "") == (row["method"] in LR_METHODS), (row["method"], column)
-        assert (row["quality"] != "") == row["method"].startswith(("jpeg", "webp"))
+        assert (row["quality"] != "") == row["method"].startswith(("jpeg", "webp", "avif"))
         assert (row["target_bytes"] != "") == row["method"].endswith("_matched")
 
 
@@ -170,13 +173,16 @@ def test_summary_json_is_strict_json_with_every_method(full_run) -> None:
 
     stored = json.loads((output_dir / "summary.json").read_text(), parse_constant=refuse)
     assert stored == json.loads(json.dumps(summary))
-    assert list(stored["methods"]) == list(DEFAULT_METHODS)
+    assert list(stored["methods"]) == DEFAULTS
     grain_psnr = [float(row["psnr"]) for row in rows if row["method"] == "grain"]
     assert stored["methods"]["grain"]["psnr"] == pytest.approx(np.mean(grain_psnr))
     assert stored["methods"]["grain"]["images"] == len(CROPS)
     assert stored["methods"]["jpeg_matched"]["over_target"] >= 0
     assert {"grain", "matched", "psnr/ssim", "lpips"} <= set(stored["protocol"])
     assert stored["versions"]["pillow"] and stored["versions"]["libjpeg"] and stored["versions"]["torch"]
+    if avif_available():  # a 32 px AVIF never fits in GRAIN's 8 x 8 PNG: every image is over the target
+        assert stored["methods"]["avif_matched"]["over_target"] == len(CROPS)
+        assert stored["versions"]["libavif"] and stored["settings"]["pillow_settings"]["avif"]["max_threads"] == 1
     assert stored["settings"]["hr_size"] == 32 and stored["settings"]["lr_size"] == 8
 
 
@@ -212,7 +218,7 @@ def test_printed_table_shows_lr_fidelity(full_run) -> None:
     assert header.split() == ["method", "bytes", "bpp", "psnr", "ssim", "psnr_y", "lpips", "identity", "lr_psnr",
                               "lr_ssim"]
     cells = {line.split()[0]: line.split()[1:] for line in lines}
-    assert list(cells) == list(DEFAULT_METHODS)
+    assert list(cells) == DEFAULTS
     assert cells["bicubic"][-2] == f"{PSNR_CAP_DB:.2f}"
     assert cells["grain"][-2] == f"{summary['methods']['grain']['lr_psnr']:.2f}"
     assert cells["jpeg_q40"][-2:] == ["-", "-"]
@@ -242,7 +248,7 @@ def test_rd_plot_is_a_png(full_run) -> None:
 
 def test_bytes_are_the_stored_files_lengths(full_run) -> None:
     _, output_dir, _, rows = full_run
-    suffixes = {"jpeg": ".jpg", "webp": ".webp"}
+    suffixes = {"jpeg": ".jpg", "webp": ".webp", "avif": ".avif"}
     for row in rows:
         stem = Path(row["file"]).with_suffix("")
         suffix = suffixes.get(row["method"].split("_")[0], ".png")
@@ -357,7 +363,7 @@ def test_existing_results_are_not_overwritten(full_run, model, image_folder, per
 def test_baselines_alone(image_folder, perceptual, tmp_path) -> None:
     summary = evaluate_folder(None, image_folder, tmp_path / "baselines", hr_size=32, lr_size=8, limit=1,
                               perceptual=perceptual)
-    expected = [name for name in DEFAULT_METHODS if name != "grain" and not name.endswith("_matched")]
+    expected = [name for name in DEFAULTS if name != "grain" and not name.endswith("_matched")]
     assert list(summary["methods"]) == expected and summary["settings"]["images"] == 1
     assert summary["methods"]["bicubic"]["identity"] is None
 

@@ -1,5 +1,5 @@
 """The baselines of the evaluation, pure functions of an 8-bit HR image: resize through an 8-bit LR PNG
-(bilinear, bicubic) and Pillow's JPEG/WebP at a fixed quality or at the quality that matches GRAIN's bytes."""
+(bilinear, bicubic) and Pillow's JPEG/WebP/AVIF at a fixed quality or at the quality that matches GRAIN's bytes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from grain_pl.evaluation.protocol import (
     QUALITY_RANGE,
     PngEncoder,
     Reconstruction,
+    avif_available,
     parse_method,
 )
 from grain_pl.io.images import check_uint8_image, decode_image_bytes, uint8_to_pil
@@ -52,21 +53,25 @@ def resize_baseline(hr_uint8: torch.Tensor, lr_size: int, mode: str = "bicubic",
     return Reconstruction(mode, output, payload, "png", lr=lr_stored)
 
 
-def encode_with_pillow(hr_uint8: torch.Tensor, codec: str, quality: int) -> bytes:
-    """The bytes of the HR image saved by Pillow as `codec` ("jpeg" or "webp") at `quality` (PILLOW_SETTINGS)."""
-    check_uint8_image(hr_uint8, "hr_uint8")
+def encode_with_pillow(image_uint8: torch.Tensor, codec: str, quality: int) -> bytes:
+    """The bytes of a uint8 (3, H, W) image (an HR, or an LR for --lr-codec) saved by Pillow as `codec` ("jpeg",
+    "webp" or "avif") at `quality`, with the encoder settings of PILLOW_SETTINGS."""
+    check_uint8_image(image_uint8, "image_uint8")
     if codec not in PILLOW_SETTINGS:
         raise ValueError(f"codec must be one of {tuple(PILLOW_SETTINGS)}, got {codec!r}")
+    if codec == "avif" and not avif_available():
+        raise ValueError("this Pillow cannot write AVIF (PIL.features.check('avif') is False)")
     settings = dict(PILLOW_SETTINGS[codec])
     buffer = io.BytesIO()
-    uint8_to_pil(hr_uint8).save(buffer, settings.pop("format"), quality=int(quality), **settings)
+    uint8_to_pil(image_uint8).save(buffer, settings.pop("format"), quality=int(quality), **settings)
     return buffer.getvalue()
 
 
 def jitter_slack(target_bytes: int) -> int:
     """How far an encoder's size may dip as quality grows, for the search's final scan: 32 bytes or 2 %.
 
-    Measured dips: up to 3 bytes (JPEG, optimize=True, 32-64 px crops) and 30 bytes (WebP, 1024 px, ~43 kB).
+    Measured dips: up to 3 bytes (JPEG, optimize=True, 32-64 px crops), 30 bytes (WebP, 1024 px, ~43 kB) and
+    32 bytes (AVIF, the demo's 64 px crops, ~600 B; none at 1024 px).
     """
     return max(32, target_bytes // 50)
 
@@ -114,14 +119,14 @@ def largest_quality_within(size_of: Callable[[int], int], target_bytes: int, low
 
 
 def codec_baseline(hr_uint8: torch.Tensor, codec: str, quality: int, method: str | None = None) -> Reconstruction:
-    """JPEG/WebP of the HR image at a fixed quality, decoded back."""
+    """JPEG/WebP/AVIF of the HR image at a fixed quality, decoded back."""
     payload = encode_with_pillow(hr_uint8, codec, quality)
     return Reconstruction(method or f"{codec}_q{quality}", decode_image_bytes(payload), payload, codec, quality)
 
 
 def matched_codec_baseline(hr_uint8: torch.Tensor, codec: str, target_bytes: int,
                            method: str | None = None) -> Reconstruction:
-    """JPEG/WebP at the largest quality whose file fits in target_bytes (quality 1 if none does: over_target)."""
+    """JPEG/WebP/AVIF at the largest quality whose file fits in target_bytes (quality 1 if none does: over_target)."""
     encoded: dict[int, bytes] = {}  # each quality is encoded once; the winner's bytes are reused
 
     def size_of(quality: int) -> int:

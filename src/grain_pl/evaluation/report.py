@@ -13,7 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from grain_pl.evaluation.protocol import CSV_COLUMNS, LR_METRIC_COLUMNS, METRIC_COLUMNS, parse_method
+from grain_pl.evaluation.protocol import (
+    CSV_COLUMNS,
+    LR_CODEC_SEPARATOR,
+    LR_METRIC_COLUMNS,
+    METRIC_COLUMNS,
+    UPSCALER_METHOD,
+    avif_available,
+    parse_method,
+)
 from grain_pl.io.files import atomic_write, write_bytes
 
 
@@ -53,11 +61,29 @@ def _csv_value(value: Any) -> Any:
 
 
 def _family(method: str) -> str:
-    return method.split("_")[0] if parse_method(method).kind == "codec" else method
+    """The curve a row belongs to: "jpeg" for jpeg_q40 and jpeg_matched, "grain+jpeg" for grain+jpeg_q90 (a model
+    row re-encoded, --lr-codec), the row itself otherwise."""
+    model_row, separator, recoding = method.partition(LR_CODEC_SEPARATOR)
+    if separator:
+        return f"{model_row}{separator}{recoding.split('_q')[0]}"
+    try:
+        return method.split("_")[0] if parse_method(method).kind == "codec" else method
+    except ValueError:  # grain_upscale and any other row of a caller's own
+        return method
 
 
 _STYLES = {"grain": ("tab:red", "*"), "bilinear": ("tab:green", "s"), "bicubic": ("tab:olive", "D"),
-           "jpeg": ("tab:blue", "o"), "webp": ("tab:purple", "^")}
+           "jpeg": ("tab:blue", "o"), "webp": ("tab:purple", "^"), "avif": ("tab:cyan", "v"),
+           UPSCALER_METHOD: ("tab:brown", "P")}
+
+
+def _style(family: str) -> tuple[str, str, str]:
+    """(colour, marker, line style): a re-encoded model row takes its model's colour, its codec's marker and a
+    dashed line."""
+    model_row, separator, codec = family.partition(LR_CODEC_SEPARATOR)
+    if separator:
+        return _STYLES.get(model_row, ("tab:gray", "x"))[0], _STYLES.get(codec, ("tab:gray", "x"))[1], "--"
+    return (*_STYLES.get(family, ("tab:gray", "x")), "-")
 
 
 def plot_rate_distortion(summary: Mapping[str, Mapping[str, Any]], path: str | Path, title: str | None = None) -> None:
@@ -71,13 +97,14 @@ def plot_rate_distortion(summary: Mapping[str, Mapping[str, Any]], path: str | P
     for axis, metric, label in zip(figure.subplots(1, 2), ("psnr", "lpips"),
                                    ("PSNR (dB, higher is better)", "LPIPS (lower is better)")):
         for family in dict.fromkeys(_family(method) for method in summary):
-            color, marker = _STYLES.get(family, ("tab:gray", "x"))
+            color, marker, line = _style(family)
             members = [method for method in summary if _family(method) == family
                        and summary[method].get(metric) is not None and summary[method].get("bytes")]
             fixed = sorted((method for method in members if "_q" in method), key=lambda m: summary[m]["bytes"])
             if fixed:
                 axis.plot([summary[m]["bytes"] for m in fixed], [summary[m][metric] for m in fixed], color=color,
-                          marker=marker, label=f"{family} (q {', '.join(m.split('_q')[1] for m in fixed)})")
+                          marker=marker, linestyle=line,
+                          label=f"{family} (q {', '.join(m.split('_q')[-1] for m in fixed)})")
             for method in members:
                 if method in fixed:
                     continue
@@ -109,6 +136,14 @@ def library_versions() -> dict[str, str | None]:
             versions[package] = None
     versions["libjpeg"] = features.version("jpg")
     versions["libwebp"] = features.version("webp")
+    versions["libavif"] = features.version("avif") if avif_available() else None
+    try:  # the AV1 encoder libavif picks decides AVIF's sizes (Pillow tells only through its private module)
+        from PIL import _avif
+
+        versions["avif_encoders"] = ", ".join(codec for codec in ("aom", "rav1e", "svt")
+                                              if _avif.encoder_codec_available(codec))
+    except (ImportError, AttributeError):
+        versions["avif_encoders"] = None
     return versions
 
 
@@ -130,10 +165,11 @@ _TABLE_COLUMNS = (("bytes", 10, 1), ("bpp", 9, 5), ("psnr", 8, 2), ("ssim", 8, 4
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A plain-text table of summary["methods"] (for the CLI); "-" where a method has no value."""
-    lines = [f"{'method':<14}" + "".join(f"{name:>{width}}" for name, width, _ in _TABLE_COLUMNS)]
+    name_width = max([14, *(len(method) + 1 for method in summary["methods"])])  # grain_upscale+webp_q100
+    lines = [f"{'method':<{name_width}}" + "".join(f"{name:>{width}}" for name, width, _ in _TABLE_COLUMNS)]
     for method, entry in summary["methods"].items():
         cells = "".join(_cell(entry.get(name), width, digits) for name, width, digits in _TABLE_COLUMNS)
-        lines.append(f"{method:<14}{cells}")
+        lines.append(f"{method:<{name_width}}{cells}")
     return "\n".join(lines)
 
 

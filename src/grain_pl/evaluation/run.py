@@ -24,6 +24,8 @@ from grain_pl.data.datasets import ImageFolderDataset
 from grain_pl.evaluation.baselines import (
     _default_png_encoder,
     baseline_reconstructions,
+    encode_with_pillow,
+    resize_baseline,
 )
 from grain_pl.evaluation.protocol import (
     EVALUATION_RESIZE_POLICIES,
@@ -32,9 +34,12 @@ from grain_pl.evaluation.protocol import (
     PROTOCOL,
     PSNR_CAP_DB,
     RESULT_FILES,
+    UPSCALER_METHOD,
+    LrCodecSetting,
     PngEncoder,
     Reconstruction,
     SimilarityModel,
+    parse_lr_codecs,
     resolve_methods,
 )
 from grain_pl.evaluation.report import library_versions, summarize, write_csv, write_results
@@ -58,14 +63,28 @@ from grain_pl.io.images import (
 OWN_OUTPUT = "output folder of this evaluation, inside the test folder (not searched)"
 
 
+def _device_of(model: Any) -> torch.device | str:
+    return next(iter(model.parameters())).device if hasattr(model, "parameters") else "cpu"
+
+
+def _decode_lr(model: Any, lr_uint8: torch.Tensor, hr_shape: torch.Size, device: torch.device | str) -> torch.Tensor:
+    """The model's 8-bit HR output for an 8-bit LR, checked: finite, and of the HR's shape."""
+    decoded = model.decode(from_uint8(lr_uint8)[None].to(device))
+    decoded = getattr(decoded, "hr_out", decoded)  # GrainModule returns the image; the bare GRAIN a GrainOutput
+    _check_finite(model, decoded, "decoding")
+    output = to_uint8(decoded[0]).cpu()
+    if output.shape != hr_shape:
+        raise ValueError(f"the model decoded {tuple(output.shape)}, expected the HR shape {tuple(hr_shape)}")
+    return output
+
+
 @torch.inference_mode()
 def grain_reconstruction(model: Any, hr_uint8: torch.Tensor, png_encoder: PngEncoder | None = None,
                          device: torch.device | str | None = None) -> Reconstruction:
     """encode -> 8-bit LR -> PNG bytes -> Pillow decodes the PNG -> decode -> 8-bit output (see the protocol)."""
     check_uint8_image(hr_uint8, "hr_uint8")
     png_encoder = png_encoder or _default_png_encoder()
-    if device is None:
-        device = next(iter(model.parameters())).device if hasattr(model, "parameters") else "cpu"
+    device = _device_of(model) if device is None else device
     lr = model.encode(from_uint8(hr_uint8)[None].to(device))
     _check_finite(model, lr, "encoding")
     lr_uint8 = to_uint8(lr[0]).cpu()
@@ -73,13 +92,43 @@ def grain_reconstruction(model: Any, hr_uint8: torch.Tensor, png_encoder: PngEnc
     lr_stored = decode_image_bytes(payload)
     if not torch.equal(lr_stored, lr_uint8):
         raise RuntimeError("the LR PNG does not decode to the LR levels it was written from (PNG must be lossless)")
-    decoded = model.decode(from_uint8(lr_stored)[None].to(device))
-    decoded = getattr(decoded, "hr_out", decoded)  # GrainModule returns the image; the bare GRAIN a GrainOutput
-    _check_finite(model, decoded, "decoding")
-    output = to_uint8(decoded[0]).cpu()
-    if output.shape != hr_uint8.shape:
-        raise ValueError(f"the model decoded {tuple(output.shape)}, expected the HR shape {tuple(hr_uint8.shape)}")
+    output = _decode_lr(model, lr_stored, hr_uint8.shape, device)
     return Reconstruction("grain", output, payload, "png", lr=lr_stored)
+
+
+@torch.inference_mode()
+def upscaler_reconstruction(model: Any, hr_uint8: torch.Tensor, png_encoder: PngEncoder | None = None,
+                            device: torch.device | str | None = None, thumbnail: Reconstruction | None = None
+                            ) -> Reconstruction:
+    """An ordinary thumbnail decoded by a GRAIN model (--upscaler): the bicubic baseline's stored LR PNG (its very
+    bytes: `thumbnail`, the bicubic row's Reconstruction, or else made by the same call) -> Pillow decodes it ->
+    model.decode -> 8-bit output. Any GRAIN model decodes; one with a learned encoder is then a decoder fed a plain
+    thumbnail."""
+    check_uint8_image(hr_uint8, "hr_uint8")
+    if thumbnail is None:
+        thumbnail = resize_baseline(hr_uint8.cpu(), model.config.lr_size, "bicubic", png_encoder)
+    lr_stored = decode_image_bytes(thumbnail.payload)
+    device = _device_of(model) if device is None else device
+    output = _decode_lr(model, lr_stored, hr_uint8.shape, device)
+    return Reconstruction(UPSCALER_METHOD, output, thumbnail.payload, "png", lr=lr_stored)
+
+
+@torch.inference_mode()
+def lr_codec_reconstruction(model: Any, stored: Reconstruction, setting: LrCodecSetting,
+                            device: torch.device | str | None = None) -> Reconstruction:
+    """A model row's LR after a platform re-encodes it (--lr-codec): the row's stored LR PNG (`stored.payload`)
+    decoded to 8 bits -> Pillow writes it as setting.codec at setting.quality (the baselines' encoder settings)
+    -> Pillow decodes those bytes -> model.decode -> 8-bit output. Its bytes are the re-encoded file's."""
+    if stored.payload_format != "png":
+        raise ValueError(f"{stored.method}: --lr-codec re-encodes a stored LR PNG, this row stores "
+                         f"{stored.payload_format}")
+    lr_stored = decode_image_bytes(stored.payload)
+    payload = encode_with_pillow(lr_stored, setting.codec, setting.quality)
+    lr_received = decode_image_bytes(payload)
+    device = _device_of(model) if device is None else device
+    output = _decode_lr(model, lr_received, stored.output.shape, device)
+    return Reconstruction(setting.row(stored.method), output, payload, setting.codec, setting.quality,
+                          lr=lr_received)
 
 
 def _check_finite(model: Any, output: torch.Tensor, what: str) -> None:
@@ -145,19 +194,43 @@ def check_output_dir(output_dir: str | Path, overwrite: bool) -> None:
                               "pass overwrite=True (--overwrite) to replace them")
 
 
-def _sizes(model: Any, hr_size: int | None, lr_size: int | None) -> tuple[int, int]:
-    if model is None:
+def _sizes(model: Any, hr_size: int | None, lr_size: int | None, upscaler: Any | None = None) -> tuple[int, int]:
+    """The HR and LR sizes: the model's (else the upscaler's), which given sizes and the upscaler must agree with;
+    without either, hr_size and lr_size as given."""
+    if model is None and upscaler is None:
         if hr_size is None or lr_size is None:
             raise ValueError("without a model, give hr_size and lr_size (the baselines' HR and LR sizes)")
         if not 0 < lr_size < hr_size:
             raise ValueError(f"hr_size {hr_size} and lr_size {lr_size} (--hr-size, --lr-size): both must be positive "
                              "and the LR smaller than the HR")
         return int(hr_size), int(lr_size)
-    config = model.config
+    source, what = (model, "model") if model is not None else (upscaler, "upscaler")
+    config = source.config
     for name, given, own in (("hr_size", hr_size, config.hr_size), ("lr_size", lr_size, config.lr_size)):
         if given is not None and given != own:
-            raise ValueError(f"{name}={given} contradicts the model's {name}={own}")
+            raise ValueError(f"{name}={given} contradicts the {what}'s {name}={own}")
+    if upscaler is not None and source is not upscaler:
+        for name in ("hr_size", "lr_size"):
+            if getattr(upscaler.config, name) != getattr(config, name):
+                raise ValueError(f"the upscaler's {name}={getattr(upscaler.config, name)} differs from the model's "
+                                 f"{name}={getattr(config, name)}; both decode the same test set")
     return int(config.hr_size), int(config.lr_size)
+
+
+def _row_names(method_names: Sequence[str], lr_codecs: Sequence[LrCodecSetting], upscaler: bool) -> list[str]:
+    """The rows in table order: each model row followed by its --lr-codec rows; grain_upscale's group right after
+    bicubic (the upscaling it competes with), else after grain's group, else first."""
+    grain_group = ["grain", *(setting.row("grain") for setting in lr_codecs)]
+    upscaler_group = [UPSCALER_METHOD, *(setting.row(UPSCALER_METHOD) for setting in lr_codecs)] if upscaler else []
+    rows: list[str] = []
+    for name in method_names:
+        rows += grain_group if name == "grain" else [name]
+        if name == "bicubic":
+            rows += upscaler_group
+    if upscaler and "bicubic" not in method_names:
+        at = rows.index("grain") + len(grain_group) if "grain" in method_names else 0
+        rows[at:at] = upscaler_group
+    return rows
 
 
 def _save_outputs(output_dir: Path, relative: str, reconstructions: Mapping[str, Reconstruction]) -> None:
@@ -219,6 +292,8 @@ def evaluate_folder(
     perceptual: torch.nn.Module | None = None,
     settings: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    upscaler: Any | None = None,
+    lr_codecs: Sequence[str] | str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model` (a GrainModule, or None for baselines only) and the baselines on every image of `folder`.
 
@@ -227,7 +302,7 @@ def evaluate_folder(
     handed back on its own device and in its own train/eval modes.
 
     Args:
-        methods: names as in DEFAULT_METHODS (any jpeg_qN / webp_qN); None: all of DEFAULT_METHODS that apply
+        methods: names as in DEFAULT_METHODS (any jpeg_qN / webp_qN / avif_qN); None: all of DEFAULT_METHODS that apply
             (without a model, everything but grain and the *_matched codecs, which match GRAIN's bytes).
         identity_weights: pSp's IR-SE50 file, or an already built `IdentityLoss` (any SimilarityModel): adds
             the "identity" column (IdentityLoss.similarity).
@@ -241,14 +316,24 @@ def evaluate_folder(
         perceptual: an LPIPS module to reuse (default: a fresh offline `PerceptualLoss`).
         settings: extra entries for summary.json's "settings" (e.g. the checkpoint path).
         progress: called with one line per image.
+        upscaler: a GRAIN model (any: its decode is all that runs) that decodes ordinary thumbnails: adds the row
+            "grain_upscale", the bicubic baseline's stored LR PNG decoded by it (--upscaler).
+        lr_codecs: settings "CODEC:QUALITY" (codec jpeg, webp or avif; quality 1..100), a comma list or a sequence
+            of them: per setting and model row (grain, grain_upscale) a row "grain+jpeg_q90" whose LR is the
+            row's stored PNG re-encoded by Pillow (--lr-codec).
     """
     check_resize_policy(resize, EVALUATION_RESIZE_POLICIES)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be positive, got {limit}")
+    recodings = parse_lr_codecs(lr_codecs)
     specs = resolve_methods(methods, model is not None)
     method_names = [spec.name for spec in specs]
     baseline_names = [name for name in method_names if name != "grain"]
-    hr_size, lr_size = _sizes(model, hr_size, lr_size)
+    if recodings and "grain" not in method_names and upscaler is None:
+        raise ValueError("--lr-codec re-encodes a model's stored LR: evaluate 'grain' (a --model) or give an "
+                         "--upscaler")
+    row_names = _row_names(method_names, recodings, upscaler is not None)
+    hr_size, lr_size = _sizes(model, hr_size, lr_size, upscaler)
     output_dir = Path(output_dir)
     check_output_dir(output_dir, overwrite)
     folder = Path(folder)
@@ -258,7 +343,7 @@ def evaluate_folder(
     paths = listing.files[:limit]
     check_test_images(paths, hr_size, resize)  # a broken test set fails before the first model call
     check_writable_folder(output_dir)  # a read-only output folder too, not after all the work
-    if any(spec.kind in ("grain", "resize") for spec in specs):
+    if upscaler is not None or any(spec.kind in ("grain", "resize") for spec in specs):
         png_encoder = png_encoder or _default_png_encoder()
 
     device = torch.device(device)
@@ -274,7 +359,7 @@ def evaluate_folder(
     # on_bad_file="error": a test set with an unreadable file is a broken test set, not something to skip.
     dataset = ImageFolderDataset(paths, hr_size, resize=resize, on_bad_file="error")
     rows: list[dict[str, Any]] = []
-    with _borrowed(model, device) as evaluated:
+    with _borrowed(model, device) as evaluated, _borrowed(upscaler, device) as upscaling:
         try:
             for index, path in enumerate(paths):
                 relative = path.relative_to(folder).as_posix()
@@ -285,7 +370,18 @@ def evaluate_folder(
                 target_bytes = reconstructions["grain"].num_bytes if "grain" in reconstructions else None
                 reconstructions.update(baseline_reconstructions(hr_uint8, lr_size, baseline_names,
                                                                 target_bytes=target_bytes, png_encoder=png_encoder))
-                ordered = [reconstructions[name] for name in method_names]
+                if upscaling is not None:  # the bicubic row's own thumbnail, or the same call's
+                    thumbnail = reconstructions.get("bicubic") or resize_baseline(hr_uint8, lr_size, "bicubic",
+                                                                                  png_encoder)
+                    reconstructions[UPSCALER_METHOD] = upscaler_reconstruction(upscaling, hr_uint8, png_encoder,
+                                                                               device, thumbnail)
+                for model_row, decoder in (("grain", evaluated), (UPSCALER_METHOD, upscaling)):
+                    if model_row not in reconstructions:
+                        continue
+                    for setting in recodings:  # the LR a platform's re-encode hands the model
+                        recoded = lr_codec_reconstruction(decoder, reconstructions[model_row], setting, device)
+                        reconstructions[recoded.method] = recoded
+                ordered = [reconstructions[name] for name in row_names]
                 scores = scorer.score(torch.stack([item.output for item in ordered]), hr_uint8)
                 lr_metrics = lr_scores([item.lr for item in ordered], hr_uint8)
                 for item, metrics, lr_metric in zip(ordered, scores, lr_metrics):
@@ -293,7 +389,7 @@ def evaluate_folder(
                                  "bpp": 8.0 * item.num_bytes / (hr_uint8.shape[-2] * hr_uint8.shape[-1]), **metrics,
                                  **lr_metric, "quality": item.quality, "target_bytes": item.target_bytes})
                 if save_images:
-                    _save_outputs(output_dir, relative, reconstructions)
+                    _save_outputs(output_dir, relative, {name: reconstructions[name] for name in row_names})
                 if progress is not None:
                     grain_text = f", grain {target_bytes} B" if target_bytes is not None else ""
                     progress(f"[{index + 1}/{len(paths)}] {relative}{grain_text}")
@@ -304,13 +400,15 @@ def evaluate_folder(
             raise stopped from error
 
     summary: dict[str, Any] = {
-        "methods": summarize(rows, method_names),
+        "methods": summarize(rows, row_names),
         "settings": {
             "folder": str(folder), "images": len(paths), "hr_size": hr_size, "lr_size": lr_size, "resize": resize,
-            "methods": method_names, "identity_weights": _describe(identity_weights),
-            "arcface": _describe(arcface_model),
+            "methods": method_names, "rows": row_names, "lr_codecs": [str(setting) for setting in recodings],
+            "identity_weights": _describe(identity_weights), "arcface": _describe(arcface_model),
             "model": None if model is None else type(model).__name__,
             "model_config": _config_dict(model),
+            "upscaler": None if upscaler is None else type(upscaler).__name__,
+            "upscaler_config": _config_dict(upscaler),
             "device": str(device), "pillow_settings": PILLOW_SETTINGS, "psnr_cap_db": PSNR_CAP_DB,
             "skipped": [[str(path), reason] for path, reason in listing.skipped],
             "skipped_summary": describe_skipped(listing.skipped),
