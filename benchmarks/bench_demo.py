@@ -34,6 +34,8 @@ Switches (`grain_pl.commands.demo.SpeedOptions` unless noted); an option joins s
   cached_images   (benchmark only) decoded training crops kept in memory after their first read
   csv_logger      GRAIN_PL_NO_WANDB=1: Lightning's CSV logger instead of W&B offline
   bf16            Lightning precision "bf16-mixed" (CPU autocast; changes numerics)
+  lr_jpeg         (a training option, not a speed one) `grain demo --jpeg-robust`: the LR through a
+                  differentiable JPEG in the GRAIN stages' training steps (changes numerics): what it costs
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ SWITCHES: dict[str, dict] = {
     "cached_images": {"cached_images": True},
     "csv_logger": {"env": {"GRAIN_PL_NO_WANDB": "1"}},
     "bf16": {"speed": {"precision": "bf16-mixed"}},
+    "lr_jpeg": {"recipe": {"lr_jpeg": {}}},  # `grain demo --jpeg-robust` (LRJpeg's defaults; changes numerics)
 }
 DEFAULT_OPTIONS = ("baseline", "passive", "threads1", "threads1+interop1", "threads1+channels_last",
                    "threads1+workers1", "threads1+cached_images", "threads1+csv_logger", "threads1+bf16")
@@ -71,13 +74,14 @@ DEFAULT_LOADED = ("baseline", "passive", "threads1")
 
 def settings_of(option: str) -> dict:
     """The merged settings of an option's switches; a one-line error for an unknown switch."""
-    merged: dict = {"speed": {}, "env": {}}
+    merged: dict = {"speed": {}, "env": {}, "recipe": {}}
     for switch in option.split("+"):
         if switch not in SWITCHES:
             raise SystemExit(f"bench_demo: unknown switch {switch!r} in {option!r}; known: {', '.join(SWITCHES)}")
         settings = SWITCHES[switch]
         merged["speed"].update(settings.get("speed", {}))
         merged["env"].update(settings.get("env", {}))
+        merged["recipe"].update(settings.get("recipe", {}))
         merged["cached_images"] = merged.get("cached_images", False) or settings.get("cached_images", False)
     return merged
 
@@ -124,7 +128,8 @@ def run_option(option: str, data_dir: Path, warmup: int, iterations: int, batch:
     speed = SpeedOptions(**settings["speed"])
     configure_torch(speed)
     total = warmup + iterations
-    recipe = DemoRecipe(preset=preset, batch_size=batch, speed=speed, iterations=dict.fromkeys(STAGES, total))
+    recipe = DemoRecipe(preset=preset, batch_size=batch, speed=speed, iterations=dict.fromkeys(STAGES, total),
+                        **settings["recipe"])
     config = get_preset(preset)
     results = {"option": option, "threads": torch.get_num_threads(),
                "interop_threads": torch.get_num_interop_threads(), "stages": {}}

@@ -152,6 +152,8 @@ class DemoRecipe:
     # channels-last: 1.08-1.25x the iterations per second of each stage on the project's CPU (benchmarks/
     # bench_demo.py); it changes only the order of float summations in the convolutions
     speed: SpeedOptions = field(default_factory=lambda: SpeedOptions(channels_last=True))
+    # `grain demo --jpeg-robust`: the GRAIN stages' `lr_jpeg` (grain_pl.training.lr_jpeg.LRJpeg's fields); None: off
+    lr_jpeg: dict | None = None
 
     def __post_init__(self) -> None:
         for name, table in (("iterations", self.iterations), ("learning_rate", self.learning_rate)):
@@ -412,6 +414,7 @@ def build_stage(stage_name: str, recipe: DemoRecipe, config, output: Path, max_i
     """The LightningModule of one demo stage (its weights from the global seed: seed first)."""
     from grain_pl.losses import LossWeights
     from grain_pl.stages import FinalStage, PriorStage, Stage1, Stage2, Stage3
+    from grain_pl.training.lr_jpeg import LRJpeg
 
     prior_path = output / "prior" / "stylegan2.pt"
     if stage_name == "prior":
@@ -427,7 +430,7 @@ def build_stage(stage_name: str, recipe: DemoRecipe, config, output: Path, max_i
         prior_path=None if stage_name == "stage1" else str(prior_path),
         loss_weights=weights, learning_rate=recipe.learning_rate[stage_name], lr_loss_mode=recipe.lr_loss_mode,
         export_path=str(output / "model.safetensors") if stage_name == "final" else None,
-        max_iterations=max_iterations)
+        max_iterations=max_iterations, lr_jpeg=None if recipe.lr_jpeg is None else LRJpeg(**recipe.lr_jpeg))
 
 
 def build_datamodule(train_dir: Path, config, recipe: DemoRecipe, seed: int):
@@ -679,6 +682,10 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
     demo.add_argument("--upscaler", action="store_true",
                       help=f"train the upscaler of ordinary thumbnails instead (encoder: bicubic, no learned "
                            f"encoder); its row in the table: {UPSCALER_ROW}")
+    demo.add_argument("--jpeg-robust", action="store_true",
+                      help="train thumbnails that survive JPEG re-encoding: in the GRAIN stages' training steps the "
+                           "decoder gets the LR as a JPEG at a random quality (docs/training.md); evaluation stays "
+                           "lossless")
     demo.set_defaults(run=_run_demo)
     return demo
 
@@ -692,5 +699,9 @@ def _run_demo(args: argparse.Namespace) -> str:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         recipe = dataclasses.replace(recipe, speed=dataclasses.replace(recipe.speed, threads=args.threads))
+    if args.jpeg_robust:
+        from grain_pl.training.lr_jpeg import LRJpeg
+
+        recipe = dataclasses.replace(recipe, lr_jpeg=dataclasses.asdict(LRJpeg()))
     metrics = run_demo(args.output, recipe, seed=args.seed, minutes=args.minutes, accelerator=args.accelerator)
     return f"grain demo: results in {metrics['run']}"

@@ -48,6 +48,7 @@ from grain_pl.networks.patch_discriminator import PatchDiscriminator
 from grain_pl.networks.stylegan2 import StyleGAN2Discriminator
 from grain_pl.networks.training_memory import MemoryOptions
 from grain_pl.stages.gan_loop import GanLoop, hide_unactionable_warnings
+from grain_pl.training.lr_jpeg import LRJpeg, jpeg_lr
 from grain_pl.training.optim import build_optimizer
 from grain_pl.weights.grain_checkpoint import VERSION_KEY, grain_pl_version, load_prior_into, save_grain
 from grain_pl.weights.io import check_state_dict
@@ -90,6 +91,7 @@ class GrainStage(GanLoop):
         lr_loss_mode: Literal["bilinear", "antialias", "bicubic"] = "bilinear",
         checkpointing: bool = False,
         memory: MemoryOptions | None = None,
+        lr_jpeg: LRJpeg | None = None,
         export_path: str | None = None,
         metrics_lpips: bool = True,
         max_iterations: int | None = None,
@@ -110,10 +112,12 @@ class GrainStage(GanLoop):
         self.max_iterations = max_iterations
         # plain types only in the hyper-parameters: checkpoints stay loadable with weights_only=True
         memory = memory or MemoryOptions()
-        self.save_hyperparameters(ignore=["loss_weights", "memory"])
+        self.save_hyperparameters(ignore=["loss_weights", "memory", "lr_jpeg"])
         self.hparams["loss_weights"] = dataclasses.asdict(weights)
         self.hparams["memory"] = dataclasses.asdict(memory)
+        self.hparams["lr_jpeg"] = None if lr_jpeg is None else dataclasses.asdict(lr_jpeg)
         self.memory = memory
+        self.lr_jpeg = lr_jpeg
         self.hparams["stage"] = type(self).__name__
 
         # the one backbone every stage shares
@@ -220,6 +224,13 @@ class GrainStage(GanLoop):
     # ----- the stage's data flow (overridden per stage) -----
     def generate(self, hr: torch.Tensor) -> GrainOutput:
         raise NotImplementedError
+
+    def decoder_input(self, lr: torch.Tensor) -> torch.Tensor:
+        """The LR the decoder is given: the quantized LR, or in training steps with `lr_jpeg` a JPEG of it at a
+        random quality (grain_pl.training.lr_jpeg); validation and the codec always decode the lossless LR."""
+        if self.lr_jpeg is None or not self.training:
+            return lr
+        return jpeg_lr(lr, self.lr_jpeg)
 
     def frozen_decoder(self, lr: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """`grain.upscale(lr)` for a stage whose decoder is frozen (called under no_grad): through the inference

@@ -28,4 +28,9 @@ class FinalStage(GrainStage):
         self.grain.decoder.to_hr.requires_grad_(False)
 
     def generate(self, hr: torch.Tensor) -> GrainOutput:
-        return self.grain(hr)
+        # grain(hr), with the decoder given `decoder_input(lr)`; the output keeps the stored LR, which the LR
+        # guidance and the LR fidelity read
+        lr = self.grain.encode(hr)
+        out = self.grain.decode(self.decoder_input(lr))
+        out.lr = lr
+        return out

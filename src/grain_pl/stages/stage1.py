@@ -20,4 +20,7 @@ class Stage1(GrainStage):
     default_r1_gamma = 0.0  # the official stage 1 has no R1
 
     def generate(self, hr: torch.Tensor) -> GrainOutput:
-        return self.grain.rescale(hr)
+        # grain.rescale(hr), with the decoder given `decoder_input(lr)` (the LR itself unless lr_jpeg is set)
+        lr = self.grain.encode(hr)
+        y_inv, decoder_features = self.grain.upscale(self.decoder_input(lr))
+        return GrainOutput(lr=lr, y_inv=y_inv, decoder_features=decoder_features)

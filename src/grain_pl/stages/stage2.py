@@ -19,7 +19,7 @@ class Stage2(GrainStage):
         grain = self.grain
         with torch.no_grad():  # frozen: stage 1's rescaling module
             lr = grain.encode(hr)
-            y_inv, decoder_features = self.frozen_decoder(lr)
+            y_inv, decoder_features = self.frozen_decoder(self.decoder_input(lr))
         w_plus = grain.latent_codes(decoder_features)
         prior = grain.generator.synthesize(w_plus, noise_mode=grain.current_noise_mode)
         return GrainOutput(lr=lr, y_inv=y_inv, w_plus=w_plus, prior_image=prior.image)

@@ -18,7 +18,7 @@ class Stage3(GrainStage):
         grain = self.grain
         with torch.no_grad():  # frozen: rescaling module, latent codes and the prior
             lr = grain.encode(hr)
-            y_inv, decoder_features = self.frozen_decoder(lr)
+            y_inv, decoder_features = self.frozen_decoder(self.decoder_input(lr))
             w_plus = grain.latent_codes(decoder_features)
             prior = grain.generator.synthesize(w_plus, noise_mode=grain.current_noise_mode, return_features=True)
         hr_out = grain.fuse(decoder_features, prior.features, y_inv)
