@@ -566,6 +566,10 @@ def _run_chain(output: Path, recipe: DemoRecipe | None, seed: int, minutes: floa
     planned = dict(recipe.iterations)
     _, expected = demo_eta_seconds(STAGES[0], 0, REFERENCE_SECONDS_PER_ITERATION[STAGES[0]], planned, {})
     variant = " upscaler (encoder: bicubic)" if config.encoder == "bicubic" else ""
+    if recipe.lr_jpeg is not None:
+        jpeg = recipe.lr_jpeg
+        variant += (f" jpeg-robust (LR through JPEG {jpeg['quality_min']}..{jpeg['quality_max']}, "
+                    f"p={jpeg['probability']:g})")
     print(f"grain demo: {output} | {recipe.preset}{variant} | seed {seed} | iterations " +
           ", ".join(f"{stage} {planned[stage]}" for stage in STAGES) +
           f" | about {format_duration(expected)} on a 2-core CPU | safety cap {minutes:g} min", flush=True)
