@@ -5,6 +5,7 @@
     grain evaluate ...                              GRAIN against the baselines (evaluate.py)
     grain prepare ...                               align raw face photos for training (prepare.py)
     grain convert stylegan2|irse50|grain ...        public checkpoints -> safetensors (convert.py)
+    grain export --onnx DIR --model ...             a model as ONNX graphs, decoded without torch (export.py)
     grain demo                                      the embedded default: train and evaluate on bundled photos (demo.py)
     grain setup-lpips                               fetch and convert LPIPS's AlexNet for offline use (setup_lpips.py)
 
@@ -28,6 +29,7 @@ from grain_pl.commands.codec import add_codec_commands
 from grain_pl.commands.convert import add_convert_command
 from grain_pl.commands.demo import add_demo_command
 from grain_pl.commands.evaluate import add_evaluate_command
+from grain_pl.commands.export import add_export_command
 from grain_pl.commands.fit import (
     DEBUG_FLAG,
     LIGHTNING_COMMANDS,
@@ -50,6 +52,7 @@ INTERRUPT_NOTES = {
     "upscale": _WRITTEN_SO_FAR_NOTE,
     "prepare": _WRITTEN_SO_FAR_NOTE,
     "convert": "nothing half-written is left (outputs are written atomically)",
+    "export": "nothing half-written is left (outputs are written atomically)",
     "setup-lpips": "nothing half-written is left; rerun it",
     "evaluate": "evaluate writes its results at the end: per_image.csv, summary.json and rd_plot.png were not written",
     "demo": "the run folder keeps the stages finished so far; a rerun starts a new run folder",
@@ -65,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_codec_commands(commands)
     add_convert_command(commands)
+    add_export_command(commands)
     add_prepare_command(commands)
     add_evaluate_command(commands)
     add_demo_command(commands)

@@ -13,20 +13,20 @@ stores, so the LR starts as a faithful thumbnail and the LR-guidance loss only h
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from grain_pl.io.images import LEVELS, from_uint8, to_uint8
 from grain_pl.networks.blocks import RRDB, conv3x3, conv_lrelu, lrelu
 from grain_pl.networks.checkpointing import maybe_checkpoint
 from grain_pl.networks.config import LR_PARAMETERISATIONS
+from grain_pl.networks.resize import antialiased_bicubic
 
 
 def bicubic_thumbnail(image: torch.Tensor, size: int) -> torch.Tensor:
     """The reference thumbnail: (B, C, H, W) -> (B, C, size, size) by torch's antialiased bicubic resize (Pillow's
     Keys cubic, a = -0.5, stretched by the scale factor), the call `grain evaluate`'s bicubic baseline makes. It is
     linear, so applying it to [-1, 1] images equals applying it to 0..255 levels up to float rounding."""
-    return F.interpolate(image, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    return antialiased_bicubic(image, size)
 
 
 class Encoder(nn.Module):

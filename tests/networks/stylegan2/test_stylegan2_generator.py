@@ -179,3 +179,20 @@ def test_rejects_bad_w_plus():
         generator.synthesize(torch.randn(2, generator.num_ws - 1, 32))
     with pytest.raises(ValueError, match="styles"):
         generator(torch.randn(2, generator.num_ws, 32))  # a W+ tensor passed as z
+
+
+def test_unfused_modulated_convs_synthesize_the_same_images():
+    generator = StyleGAN2Generator(**TINY).eval()
+    with torch.no_grad():
+        for name, parameter in generator.named_parameters():
+            if name.endswith("noise.weight"):
+                parameter.fill_(0.5)  # the fixed noise takes part
+    w_plus = torch.randn(3, generator.num_ws, TINY["style_dim"])
+    expected = generator.synthesize(w_plus, noise_mode="const", return_features=True)
+    for module in generator.modules():
+        if hasattr(module, "fused"):
+            module.fused = False
+    out = generator.synthesize(w_plus, noise_mode="const", return_features=True)
+    torch.testing.assert_close(out.image, expected.image, rtol=1e-5, atol=1e-5)
+    for resolution, feature in expected.features.items():
+        torch.testing.assert_close(out.features[resolution], feature, rtol=1e-5, atol=1e-5)

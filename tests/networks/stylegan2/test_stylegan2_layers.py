@@ -141,3 +141,19 @@ def test_channel_table():
     assert stylegan2_channels(256, channel_multiplier=1) == {4: 512, 8: 512, 16: 512, 32: 512, 64: 256,
                                                              128: 128, 256: 64}
     assert set(stylegan2_channels(32, channel_max=16).values()) == {16}
+
+
+def test_unfused_modulated_conv_equals_the_grouped_one():
+    """`fused=False` (the form ONNX export traces: no per-sample weights, so no batch-sized conv groups) computes the
+    same as the grouped conv, for every kind of modulated conv the generator has."""
+    x = torch.randn(3, 4, 6, 6)
+    w = torch.randn(3, 8)
+    for kwargs in (dict(kernel_size=3), dict(kernel_size=3, upsample=True), dict(kernel_size=1, demodulate=False)):
+        conv = ModulatedConv2d(4, 5, style_dim=8, **kwargs)
+        with torch.no_grad():
+            conv.modulation.bias.normal_()
+        fused = conv(x, w)
+        conv.fused = False
+        unfused = conv(x, w)
+        assert torch.equal(unfused, conv._forward_unfused(x, w))  # the switch chose it
+        torch.testing.assert_close(unfused, fused, rtol=1e-5, atol=1e-5)

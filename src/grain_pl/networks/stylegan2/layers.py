@@ -176,6 +176,11 @@ class ModulatedConv2d(nn.Module):
     rsqrt(sum(weight**2) + 1e-8). The batch is folded into the channel dimension and convolved as groups.
     With `upsample`, a stride-2 transposed conv is followed by a Blur (rosinality's pads).
 
+    `fused=False` (and always while `torch.onnx.export` traces it) computes the same thing without per-sample
+    weights, as StyleGAN2-ADA's `fused_modconv=False`: the input scaled by the style, one conv with the shared
+    weight, the output scaled by the demodulation. Equal up to float summation order; an ONNX Conv's `group` is a
+    constant, so the grouped form would fix the batch size of an exported graph.
+
     Args:
         in_channels: input channels.
         out_channels: output channels.
@@ -212,8 +217,11 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1)
+        self.fused = True
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        if not self.fused or torch.onnx.is_in_onnx_export():
+            return self._forward_unfused(x, style)
         batch, in_channels, height, width = x.shape
         k = self.kernel_size
         style = self.modulation(style).reshape(batch, 1, in_channels, 1, 1)
@@ -233,6 +241,20 @@ class ModulatedConv2d(nn.Module):
             out = F.conv2d(x, weight, padding=self.padding, groups=batch)
             out = out.reshape(batch, self.out_channels, *out.shape[2:])
         return out
+
+    def _forward_unfused(self, x: Tensor, style: Tensor) -> Tensor:
+        style = self.modulation(style)  # (B, in)
+        weight = self.scale * self.weight[0]  # (out, in, k, k), shared by the batch
+        x = x * style[:, :, None, None]
+        if self.upsample:
+            out = F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2)
+        else:
+            out = F.conv2d(x, weight, padding=self.padding)
+        if self.demodulate:
+            # sum over (in, k, k) of (weight * style)**2, as the fused form's, from the per-(out, in) sums
+            demod = torch.rsqrt(style.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)  # (B, out)
+            out = out * demod[:, :, None, None]  # before the blur: it filters each channel on its own
+        return self.blur(out) if self.upsample else out
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, {self.kernel_size}, demodulate={self.demodulate}, "

@@ -77,6 +77,9 @@ def upfirdn2d(
     down_x, down_y = _pair(down, "down")
     pad_x0, pad_x1, pad_y0, pad_y1 = _pads(pad)
     batch, channels, height, width = x.shape
+    # Plain ints even while torch.onnx.export traces (it traces sizes as tensors): an exported graph fixes every
+    # size but the batch's, and its depthwise conv needs a kernel of known shape.
+    channels, height, width = int(channels), int(height), int(width)
 
     # 1. zero insertion: view each pixel as a 1x1 block and pad it to up_y x up_x with zeros after it.
     if up_x > 1 or up_y > 1:
@@ -86,7 +89,8 @@ def upfirdn2d(
 
     # 2. positive pads add zeros, negative pads crop.
     x = F.pad(x, (max(pad_x0, 0), max(pad_x1, 0), max(pad_y0, 0), max(pad_y1, 0)))
-    x = x[:, :, max(-pad_y0, 0): x.shape[2] - max(-pad_y1, 0), max(-pad_x0, 0): x.shape[3] - max(-pad_x1, 0)]
+    padded_height, padded_width = int(x.shape[2]), int(x.shape[3])
+    x = x[:, :, max(-pad_y0, 0): padded_height - max(-pad_y1, 0), max(-pad_x0, 0): padded_width - max(-pad_x1, 0)]
 
     # 3 + 4. conv2d correlates, so flip the kernel to convolve; the stride keeps every down-th output,
     # exactly like slicing [::down] after a stride-1 convolution. One depthwise group per channel.
