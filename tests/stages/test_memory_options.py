@@ -29,16 +29,21 @@ def prior_64(tmp_path_factory):
                              tmp_path_factory.mktemp("prior") / "prior.pt")
 
 
-def generator_step(name: str, prior: str, memory: MemoryOptions) -> tuple[dict, dict]:
+def generator_step(name: str, prior: str, memory: MemoryOptions, hr_parameterisation: str = "free"
+                   ) -> tuple[dict, dict]:
     torch.manual_seed(0)
     weights = LossWeights(identity=0.0, lr=STAGES[name].default_lr_weight)
     stage = STAGES[name](network=PRESET, prior_path=None if name == "stage1" else prior, loss_weights=weights,
-                         memory=memory, metrics_lpips=False)
+                         memory=memory, metrics_lpips=False,
+                         network_overrides={"hr_parameterisation": hr_parameterisation})
     stage.train()
     stage.grain.quantize.eval()  # the same LR on both sides
     stage.grain.prior_noise = "const"
     with torch.no_grad():
         stage.grain.fusion.head[-1].weight.mul_(20)  # an output far from 0, so that a wrong pixel shows
+        # y_inv's head as stage 1 leaves it, not at its zero start (bicubic_residual): the output then passes the
+        # gradient through y_inv to the decoder's trunk, which a y_inv computed without autograd would drop
+        torch.nn.init.normal_(stage.grain.decoder.to_hr[-1].weight, std=0.05)
     hr = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
     out = stage.generate(hr)
     total, logs = stage.generator_losses(out, hr)
@@ -47,11 +52,14 @@ def generator_step(name: str, prior: str, memory: MemoryOptions) -> tuple[dict, 
     return logs, grads
 
 
+# "bicubic_residual": the fusion refines y_inv, so the final stage's loss reads y_inv (through its frozen head, into
+# the decoder's trunk): y_inv must keep its graph there
+@pytest.mark.parametrize("hr_parameterisation", ["free", "bicubic_residual"])
 @pytest.mark.parametrize("name", list(STAGES))
-def test_a_lean_step_equals_todays(name, prior_64):
-    expected_logs, expected_grads = generator_step(name, prior_64, MemoryOptions.baseline())
+def test_a_lean_step_equals_todays(name, hr_parameterisation, prior_64):
+    expected_logs, expected_grads = generator_step(name, prior_64, MemoryOptions.baseline(), hr_parameterisation)
     logs, grads = generator_step(name, prior_64, MemoryOptions(head_strips=8, generator_checkpoint_size=16,
-                                                               decoder_checkpoint_size=32))
+                                                               decoder_checkpoint_size=32), hr_parameterisation)
     assert logs.keys() == expected_logs.keys() and grads.keys() == expected_grads.keys()
     assert grads  # the step trains something
     for key, value in expected_logs.items():
@@ -77,3 +85,4 @@ def test_memory_options_are_plain_hyper_parameters(prior_64):
                    memory=MemoryOptions(head_strips=64))
     assert stage.hparams["memory"]["head_strips"] == 64
     assert isinstance(stage.hparams["memory"], dict)
+

@@ -130,7 +130,9 @@ class GrainStage(GanLoop):
             weights = self.loss_weights = dataclasses.replace(weights, lr=0.0)
             self.hparams["loss_weights"] = dataclasses.asdict(weights)
         self.grain = GRAIN(self.config, checkpointing=checkpointing, memory_options=memory)
-        if self.output_name != "y_inv":  # no loss reads y_inv: its image head may run without autograd
+        # No loss reads y_inv: its image head may run without autograd. Not under hr_parameterisation=
+        # "bicubic_residual", where the fusion refines y_inv, so the output's loss reads it.
+        if self.output_name != "y_inv" and self.config.hr_parameterisation == "free":
             self.grain.decoder.image_head_grad = memory.y_inv_graph
         prior_discriminator = None
         if prior_path is not None:
