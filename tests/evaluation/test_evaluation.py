@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from evaluation_crops import write_astronaut_crops  # tests/evaluation/evaluation_crops.py
 from PIL import Image
 from skimage.data import astronaut
 from torch import nn
@@ -110,17 +111,7 @@ def perceptual():
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("test_images")
-    for name, (top, left) in CROPS.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.ascontiguousarray(astronaut()[top:top + 32, left:left + 32])).save(folder / name)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def model() -> GrainModule:
-    torch.manual_seed(0)
-    return GrainModule(network="tiny-32-lr8")
+    return write_astronaut_crops(tmp_path_factory.mktemp("test_images"), CROPS)
 
 
 @pytest.fixture(scope="module")
