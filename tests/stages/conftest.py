@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import pytest
-import torch
+from stage_priors import write_random_prior  # tests/stages/stage_priors.py
 
 from grain_pl.data import GrainDataModule
-from grain_pl.networks import get_preset
-from grain_pl.networks.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-from grain_pl.weights.stylegan2_rosinality import export_rosinality
 
 PRESET = "tiny-32-lr8"
 
 
 @pytest.fixture(scope="session")
 def prior_file(tmp_path_factory):
-    config = get_preset(PRESET)
-    torch.manual_seed(1)
-    generator = StyleGAN2Generator(config.hr_size, style_dim=config.style_dim, n_mlp=config.mapping_layers,
-                                   channel_max=config.generator_channel_max)
-    discriminator = StyleGAN2Discriminator(config.hr_size, channel_max=config.generator_channel_max)
-    return export_rosinality(generator, discriminator, torch.zeros(config.style_dim),
-                             tmp_path_factory.mktemp("prior") / "prior.pt")
+    return write_random_prior(PRESET, tmp_path_factory.mktemp("prior"))
 
 
 @pytest.fixture

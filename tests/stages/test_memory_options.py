@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from stage_priors import write_random_prior  # tests/stages/stage_priors.py
 
 from grain_pl.losses import LossWeights
 from grain_pl.networks.training_memory import MemoryOptions
@@ -16,17 +17,7 @@ STAGES = {"stage1": Stage1, "stage2": Stage2, "stage3": Stage3, "final": FinalSt
 
 @pytest.fixture(scope="module")
 def prior_64(tmp_path_factory):
-    from grain_pl.networks import get_preset
-    from grain_pl.networks.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-    from grain_pl.weights.stylegan2_rosinality import export_rosinality
-
-    config = get_preset(PRESET)
-    torch.manual_seed(1)
-    generator = StyleGAN2Generator(config.hr_size, style_dim=config.style_dim, n_mlp=config.mapping_layers,
-                                   channel_max=config.generator_channel_max)
-    discriminator = StyleGAN2Discriminator(config.hr_size, channel_max=config.generator_channel_max)
-    return export_rosinality(generator, discriminator, torch.zeros(config.style_dim),
-                             tmp_path_factory.mktemp("prior") / "prior.pt")
+    return write_random_prior(PRESET, tmp_path_factory.mktemp("prior"))
 
 
 def generator_step(name: str, prior: str, memory: MemoryOptions, hr_parameterisation: str = "free"
