@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -269,37 +269,47 @@ def _phase_classes(factor: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]
     return [(tuple(phases), offsets) for offsets, phases in classes.items()]
 
 
-def conv_of_upsampled(x: torch.Tensor, weight: torch.Tensor, factor: int, options: DecodeOptions,
-                      out: torch.Tensor | None = None) -> torch.Tensor:
-    """conv2d(interpolate(x, scale_factor=factor, mode="nearest"), weight, padding=1) (added to `out` if given),
-    computed at x's resolution: every output phase reads at most 2x2 low-resolution pixels, whose taps are summed
-    into one weight first (2.25x fewer multiply-adds at factor 2, 4x at 4; equal up to float summation order)."""
+def phase_convolutions(x: torch.Tensor, weight: torch.Tensor, factor: int
+                       ) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
+    """The phases of `conv2d(interpolate(x, scale_factor=factor, mode="nearest"), weight, padding=1)` for a 3x3
+    `weight`, each computed at x's resolution: yields `((row_phase, col_phase), map)`, where the output's
+    `[..., row_phase::factor, col_phase::factor]` is `map`. Every output phase reads at most 2x2 low-resolution
+    pixels, whose taps are summed into one kernel first (2.25x fewer multiply-adds at factor 2, 4x at 4; equal up to
+    float summation order). Differentiable: the kernels are sums and stacks of the weight's taps."""
     height, width = x.shape[2:]
-    padded = F.pad(x, (1, 1, 1, 1))
     out_channels = weight.shape[0]
-    add = out is not None
-    if out is None:  # every output pixel belongs to exactly one phase: written once below
-        out = new_map(x, (x.shape[0], out_channels, height * factor, width * factor), options)
+    padded = F.pad(x, (1, 1, 1, 1))
     classes = _phase_classes(factor)
     for row_phases, row_offsets in classes:
         for col_phases, col_offsets in classes:
-            kernels = []
+            kernels, phases = [], []
             for row_phase in row_phases:
                 for col_phase in col_phases:
-                    kernel = weight.new_zeros((out_channels, weight.shape[1], len(row_offsets), len(col_offsets)))
+                    taps = [[[] for _ in col_offsets] for _ in row_offsets]
                     for tap_y in (-1, 0, 1):
                         for tap_x in (-1, 0, 1):
                             ky = row_offsets.index((row_phase + tap_y) // factor)
                             kx = col_offsets.index((col_phase + tap_x) // factor)
-                            kernel[:, :, ky, kx] += weight[:, :, tap_y + 1, tap_x + 1]
-                    kernels.append(kernel)
+                            taps[ky][kx].append(weight[:, :, tap_y + 1, tap_x + 1])
+                    kernels.append(torch.stack([torch.stack([sum(tap[1:], tap[0]) for tap in row], dim=-1)
+                                                for row in taps], dim=-2))
+                    phases.append((row_phase, col_phase))
             window = padded[:, :, 1 + row_offsets[0]:1 + row_offsets[-1] + height,
                             1 + col_offsets[0]:1 + col_offsets[-1] + width]
             result = F.conv2d(window, torch.cat(kernels))
-            index = 0
-            for row_phase in row_phases:
-                for col_phase in col_phases:
-                    phase = out[:, :, row_phase::factor, col_phase::factor]
-                    (phase.add_ if add else phase.copy_)(result[:, index:index + out_channels])
-                    index += out_channels
+            for index, phase in enumerate(phases):
+                yield phase, result[:, index * out_channels:(index + 1) * out_channels]
+
+
+def conv_of_upsampled(x: torch.Tensor, weight: torch.Tensor, factor: int, options: DecodeOptions,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
+    """conv2d(interpolate(x, scale_factor=factor, mode="nearest"), weight, padding=1) (added to `out` if given),
+    computed at x's resolution, phase by phase (`phase_convolutions`)."""
+    height, width = x.shape[2:]
+    add = out is not None
+    if out is None:  # every output pixel belongs to exactly one phase: written once below
+        out = new_map(x, (x.shape[0], weight.shape[0], height * factor, width * factor), options)
+    for (row_phase, col_phase), result in phase_convolutions(x, weight, factor):
+        phase = out[:, :, row_phase::factor, col_phase::factor]
+        (phase.add_ if add else phase.copy_)(result)
     return out

@@ -93,36 +93,11 @@ def gated_conv_over_parts(conv: nn.Conv2d, parts: Sequence[torch.Tensor], gate: 
 
 def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, factor: int) -> torch.Tensor:
     """`conv2d(interpolate(x, scale_factor=factor, mode="nearest"), weight, padding=1)` for a 3x3 `weight`,
-    computed at x's resolution and assembled by pixel shuffle (differentiable, no in-place writes): every output
-    phase reads at most 2x2 low-resolution pixels, whose taps are summed into one kernel first."""
-    from grain_pl.networks.inference import _phase_classes
+    computed at x's resolution (`phase_convolutions`) and assembled by pixel shuffle (differentiable, no in-place
+    writes)."""
+    from grain_pl.networks.inference import phase_convolutions
 
-    height, width = x.shape[2:]
-    out_channels = weight.shape[0]
-    padded = F.pad(x, (1, 1, 1, 1))
-    phases: dict[tuple[int, int], torch.Tensor] = {}
-    classes = _phase_classes(factor)
-    for row_phases, row_offsets in classes:
-        for col_phases, col_offsets in classes:
-            kernels = []
-            for row_phase in row_phases:
-                for col_phase in col_phases:
-                    taps = [[[] for _ in col_offsets] for _ in row_offsets]
-                    for tap_y in (-1, 0, 1):
-                        for tap_x in (-1, 0, 1):
-                            ky = row_offsets.index((row_phase + tap_y) // factor)
-                            kx = col_offsets.index((col_phase + tap_x) // factor)
-                            taps[ky][kx].append(weight[:, :, tap_y + 1, tap_x + 1])
-                    kernels.append(torch.stack([torch.stack([sum(tap[1:], tap[0]) for tap in row], dim=-1)
-                                                for row in taps], dim=-2))
-            window = padded[:, :, 1 + row_offsets[0]:1 + row_offsets[-1] + height,
-                            1 + col_offsets[0]:1 + col_offsets[-1] + width]
-            result = F.conv2d(window, torch.cat(kernels))
-            index = 0
-            for row_phase in row_phases:
-                for col_phase in col_phases:
-                    phases[row_phase, col_phase] = result[:, index:index + out_channels]
-                    index += out_channels
+    phases = dict(phase_convolutions(x, weight, factor))
     stacked = torch.stack([phases[row, col] for row in range(factor) for col in range(factor)], dim=2)
     return F.pixel_shuffle(stacked.flatten(1, 2), factor)
 
