@@ -220,20 +220,20 @@ class GrainModule(pl.LightningModule):
         """
         if not allow_lossy_lr:
             check_exact_lr(source)
-        image = open_rgb_image(source)
-        if image.size != (self.lr_size, self.lr_size):
-            raise CodecError(name_of(source), f"expected a {self.lr_size}x{self.lr_size} LR image for "
-                                              f"{self.describe()}, got {image.size[0]}x{image.size[1]}")
-        return pil_to_signed(image)
+        return self._open_lr_sized(source, "LR image")
 
     def load_thumbnail(self, source: ImageSource) -> torch.Tensor:
         """A thumbnail (file or PIL) of the LR size, in any format (JPEG and lossy WebP included) -> (3, lr_size,
         lr_size) tensor of its 8-bit values. Size and mode rules as `load_lr`'s, less the lossy formats
         (`check_thumbnail`): a CodecError naming the file otherwise."""
         check_thumbnail(source)
+        return self._open_lr_sized(source, "thumbnail")
+
+    def _open_lr_sized(self, source: ImageSource, what: str) -> torch.Tensor:
+        """The image's 8-bit values as a tensor in [-1, 1]; a CodecError naming the file unless it is lr_size."""
         image = open_rgb_image(source)
         if image.size != (self.lr_size, self.lr_size):
-            raise CodecError(name_of(source), f"expected a {self.lr_size}x{self.lr_size} thumbnail for "
+            raise CodecError(name_of(source), f"expected a {self.lr_size}x{self.lr_size} {what} for "
                                               f"{self.describe()}, got {image.size[0]}x{image.size[1]}")
         return pil_to_signed(image)
 
