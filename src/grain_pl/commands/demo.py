@@ -683,6 +683,10 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
                            "the machine; another count changes floating-point summation order, so the table a little")
     demo.add_argument("--accelerator", default="cpu",
                       help="Lightning accelerator (cpu: the reproducible default; auto uses a GPU if there is one)")
+    demo.add_argument("--preset", default=None, metavar="NAME",
+                      help="the networks' preset (default: demo-64-lr8, an 8x8 LR). demo-64-lr16: the same networks "
+                           "with the paper's 16x16 LR, for measuring JPEG re-encoding (docs/training.md); other "
+                           "presets train, but the iterations and the ETA were chosen for the demo's")
     demo.add_argument("--upscaler", action="store_true",
                       help=f"train the upscaler of ordinary thumbnails instead (encoder: bicubic, no learned "
                            f"encoder); its row in the table: {UPSCALER_ROW}")
@@ -696,6 +700,11 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
 
 def _run_demo(args: argparse.Namespace) -> str:
     recipe = DemoRecipe().scaled(args.scale)
+    if args.preset is not None:
+        from grain_pl.networks import get_preset
+
+        get_preset(args.preset)  # an unknown name is one line listing the known ones, before anything is written
+        recipe = dataclasses.replace(recipe, preset=args.preset)
     if args.upscaler:
         recipe = upscaler_recipe(recipe)
     recipe = dataclasses.replace(recipe, iterations={**recipe.iterations, **parse_iterations(args.iterations)})

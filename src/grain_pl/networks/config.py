@@ -168,6 +168,12 @@ PRESETS: dict[str, GrainConfig] = {
     "demo-64-lr8": GrainConfig(hr_size=64, lr_size=8, channels=32, growth_channels=16, encoder_blocks=2,
                                decoder_blocks=(2, 2, 1, 1), style_dim=128, mapping_layers=4, generator_channel_max=64,
                                fusion_channels=(32, 32, 32), fusion_head_channels=(32, 32)),
+    # The demo's networks with the paper's 16x16 LR (so 4x, not 8x): a thumbnail big enough for JPEG to be a
+    # thumbnail codec (at 8x8 a JPEG outweighs the PNG), where `grain demo --preset demo-64-lr16 --jpeg-robust`
+    # measures re-encoding (docs/training.md, "Robust to JPEG"). The 8x8 scale's two RRDBs go; the rest is the same.
+    "demo-64-lr16": GrainConfig(hr_size=64, lr_size=16, channels=32, growth_channels=16, encoder_blocks=2,
+                                decoder_blocks=(2, 1, 1), style_dim=128, mapping_layers=4, generator_channel_max=64,
+                                fusion_channels=(32, 32, 32), fusion_head_channels=(32, 32)),
     # Tiny networks for tests: seconds per step on a CPU.
     "tiny-32-lr8": GrainConfig(hr_size=32, lr_size=8, decoder_blocks=(1, 1, 1), **_TINY),
     "tiny-64-lr8": GrainConfig(hr_size=64, lr_size=8, decoder_blocks=(1, 1, 1, 1), **_TINY),
