@@ -3,6 +3,7 @@ safety cap that says when it cut a stage, the target check, the comparison pictu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from grain_pl.commands import demo
 from grain_pl.commands.demo import (
     COMPARISON_COLUMNS,
     HELD_OUT_PHOTOS,
@@ -339,11 +341,28 @@ def test_bad_demo_arguments_fail_before_any_work(tmp_path):
 
     parser = build_parser()
     for argv, message in ((["--threads", "0"], "--threads"), (["--iterations", "prior=0"], "STAGE=N"),
-                          (["--scale", "-1"], "--scale"), (["--scale", "inf"], "positive and finite, got inf")):
+                          (["--scale", "-1"], "--scale"), (["--scale", "inf"], "positive and finite, got inf"),
+                          (["--preset", "demo-64"], "unknown preset 'demo-64'; known presets: .*demo-64-lr16")):
         args = parser.parse_args(["demo", "--output", str(tmp_path / "demo"), *argv])
         with pytest.raises(ValueError, match=message):
             args.run(args)
     assert not (tmp_path / "demo").exists()
+
+
+def test_the_preset_switch_changes_only_the_networks(tmp_path, monkeypatch):
+    from grain_pl.commands import build_parser
+    from grain_pl.networks import get_preset
+
+    given = []
+    monkeypatch.setattr(demo, "run_demo", lambda output, recipe, **kwargs: given.append(recipe) or {"run": "x"})
+    parser = build_parser()
+    for argv in ([], ["--preset", "demo-64-lr16"]):
+        args = parser.parse_args(["demo", "--output", str(tmp_path / "demo"), *argv])
+        args.run(args)
+    default, lr16 = given
+    assert default.preset == "demo-64-lr8" and lr16 == dataclasses.replace(default, preset="demo-64-lr16")
+    config = get_preset(lr16.preset, **lr16.network_overrides)
+    assert (config.hr_size, config.lr_size) == (64, 16) and config.hr_parameterisation == "bicubic_residual"
 
 
 def test_a_full_disk_while_making_the_data_names_the_file_and_leaves_no_half_png(tmp_path, monkeypatch):

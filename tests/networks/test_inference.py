@@ -32,7 +32,7 @@ def scaled_grain(preset: str, **overrides) -> GRAIN:
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("preset", ["tiny-64-lr8", "tiny-64-lr4", "demo-64-lr8"])
+@pytest.mark.parametrize("preset", ["tiny-64-lr8", "tiny-64-lr4", "demo-64-lr8", "demo-64-lr16"])
 def test_matches_the_modules_forward(preset, variant):
     grain = scaled_grain(preset)
     lr = torch.rand(2, 3, grain.config.lr_size, grain.config.lr_size) * 2 - 1
@@ -41,7 +41,7 @@ def test_matches_the_modules_forward(preset, variant):
         expected = grain.decode(lr, return_features=True)
         grain.decode_options = VARIANTS[variant]
         got = grain.decode(lr, return_features=True)
-    assert expected.hr_out.abs().max() > 0.5
+    assert expected.hr_out.abs().max() > 0.3  # far above atol: a wrong pixel shows
     torch.testing.assert_close(got.hr_out, expected.hr_out, rtol=0, atol=1e-5)
     torch.testing.assert_close(got.y_inv, expected.y_inv, rtol=0, atol=1e-5)
     torch.testing.assert_close(got.w_plus, expected.w_plus, rtol=0, atol=1e-5)

@@ -569,7 +569,7 @@ def _run_chain(output: Path, recipe: DemoRecipe | None, seed: int, minutes: floa
     if recipe.lr_jpeg is not None:
         jpeg = recipe.lr_jpeg
         variant += (f" jpeg-robust (LR through JPEG {jpeg['quality_min']}..{jpeg['quality_max']}, "
-                    f"p={jpeg['probability']:g})")
+                    f"p={jpeg['probability']:g}{', straight-through' if jpeg['straight_through'] else ''})")
     print(f"grain demo: {output} | {recipe.preset}{variant} | seed {seed} | iterations " +
           ", ".join(f"{stage} {planned[stage]}" for stage in STAGES) +
           f" | about {format_duration(expected)} on a 2-core CPU | safety cap {minutes:g} min", flush=True)
@@ -666,6 +666,28 @@ def parse_iterations(items: Sequence[str]) -> dict[str, int]:
     return parsed
 
 
+def parse_lr_jpeg(items: Sequence[str]) -> dict:
+    """["quality_min=85", "probability=0.5", "straight_through=true", ...] -> LRJpeg's fields as a dict (its
+    defaults for the rest); a one-line error naming the item for anything else."""
+    from grain_pl.training.lr_jpeg import LRJpeg
+
+    fields = dataclasses.asdict(LRJpeg())
+    booleans = {"true": True, "false": False}
+    for item in items:
+        name, _, text = item.partition("=")
+        if name not in fields:
+            raise ValueError(f"--lr-jpeg {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        try:
+            if isinstance(fields[name], bool):
+                fields[name] = booleans[text.lower()]
+            else:
+                fields[name] = type(fields[name])(text)
+        except (KeyError, ValueError):
+            kind = {bool: "true or false", int: "an integer", float: "a number"}[type(fields[name])]
+            raise ValueError(f"--lr-jpeg {item!r}: {name} must be {kind}") from None
+    return dataclasses.asdict(LRJpeg(**fields))  # LRJpeg checks the ranges (one line naming the field)
+
+
 def add_demo_command(subparsers) -> argparse.ArgumentParser:
     """Add `demo` to the `grain` command's subparsers."""
     demo = subparsers.add_parser("demo", help="the embedded default: train the whole chain on bundled photos",
@@ -694,6 +716,9 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
                       help="train thumbnails that survive JPEG re-encoding: in the GRAIN stages' training steps the "
                            "decoder gets the LR as a JPEG at a random quality (docs/training.md); evaluation stays "
                            "lossless")
+    demo.add_argument("--lr-jpeg", nargs="+", default=None, metavar="FIELD=VALUE",
+                      help="--jpeg-robust with some of its settings changed (grain_pl.training.lr_jpeg.LRJpeg's "
+                           "fields), e.g. quality_min=85 quality_max=95 probability=0.5 straight_through=true")
     demo.set_defaults(run=_run_demo)
     return demo
 
@@ -712,9 +737,7 @@ def _run_demo(args: argparse.Namespace) -> str:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         recipe = dataclasses.replace(recipe, speed=dataclasses.replace(recipe.speed, threads=args.threads))
-    if args.jpeg_robust:
-        from grain_pl.training.lr_jpeg import LRJpeg
-
-        recipe = dataclasses.replace(recipe, lr_jpeg=dataclasses.asdict(LRJpeg()))
+    if args.jpeg_robust or args.lr_jpeg is not None:
+        recipe = dataclasses.replace(recipe, lr_jpeg=parse_lr_jpeg(args.lr_jpeg or []))
     metrics = run_demo(args.output, recipe, seed=args.seed, minutes=args.minutes, accelerator=args.accelerator)
     return f"grain demo: results in {metrics['run']}"
