@@ -47,7 +47,8 @@ def test_lr_codec_and_upscaler_rows_from_model_files(model_file, tmp_path, capsy
     out = capsys.readouterr().out
     rows = list(csv.DictReader((output / "per_image.csv").open(newline="")))
     recodings = ["jpeg_q90", "jpeg_q20", "webp_q90"]
-    expected = ["grain", *(f"grain+{name}" for name in recodings), "bicubic", "grain_upscale",
+    expected = ["grain", *(f"grain+{name}" for name in recodings), "bicubic",
+                *(f"bicubic+{name}" for name in recodings), "grain_upscale",
                 *(f"grain_upscale+{name}" for name in recodings)]
     assert [row["method"] for row in rows] == expected
     assert all(f"\n{name} " in out for name in expected)  # the printed table

@@ -63,9 +63,10 @@ PROTOCOL: dict[str, Any] = {
                        "from its file against the reference thumbnail of the target (the bicubic baseline's LR: "
                        "interpolate bicubic, antialias=True, to lr_size, 8-bit), as psnr/ssim (PSNR capped; SSIM "
                        "empty under 6 px); empty for the codecs, which store no LR",
-    "lr_codec": "--lr-codec CODEC:QUALITY, per model row (grain, grain_upscale) a row MODEL+CODEC_qQUALITY: the "
-                "row's stored LR PNG, decoded to 8 bits, re-encoded by Pillow with the codec settings above (JPEG "
-                "4:2:0) at that quality, decoded, then the model's decode; bytes = the re-encoded LR's length",
+    "lr_codec": "--lr-codec CODEC:QUALITY, per model row (grain, grain_upscale) and the bicubic row a row "
+                "ROW+CODEC_qQUALITY: the row's stored LR PNG, decoded to 8 bits, re-encoded by Pillow with the "
+                "codec settings above (JPEG 4:2:0) at that quality, decoded, then the model's decode (bicubic: its "
+                "own bicubic upscale); bytes = the re-encoded LR's length",
     "upscaler": "--upscaler MODEL, row grain_upscale: the bicubic baseline's stored LR PNG (the same bytes) -> "
                 "Pillow decodes it -> from_uint8 -> the model's decode -> to_uint8; bytes = that PNG's length",
     "summary": "plain mean over images per method",

@@ -59,6 +59,7 @@ from grain_pl.io.images import (
     to_uint8,
     uint8_to_pil,
 )
+from grain_pl.metrics.lr_fidelity import resize_levels
 
 OWN_OUTPUT = "output folder of this evaluation, inside the test folder (not searched)"
 
@@ -116,17 +117,24 @@ def upscaler_reconstruction(model: Any, hr_uint8: torch.Tensor, png_encoder: Png
 @torch.inference_mode()
 def lr_codec_reconstruction(model: Any, stored: Reconstruction, setting: LrCodecSetting,
                             device: torch.device | str | None = None) -> Reconstruction:
-    """A model row's LR after a platform re-encodes it (--lr-codec): the row's stored LR PNG (`stored.payload`)
+    """A row's LR after a platform re-encodes it (--lr-codec): the row's stored LR PNG (`stored.payload`)
     decoded to 8 bits -> Pillow writes it as setting.codec at setting.quality (the baselines' encoder settings)
-    -> Pillow decodes those bytes -> model.decode -> 8-bit output. Its bytes are the re-encoded file's."""
+    -> Pillow decodes those bytes -> model.decode -> 8-bit output. Its bytes are the re-encoded file's.
+    model None: the bicubic baseline's row, whose decoder is its own bicubic upscale (the same call as its row's),
+    i.e. what the re-encode costs a thumbnail that hides nothing."""
     if stored.payload_format != "png":
         raise ValueError(f"{stored.method}: --lr-codec re-encodes a stored LR PNG, this row stores "
                          f"{stored.payload_format}")
     lr_stored = decode_image_bytes(stored.payload)
     payload = encode_with_pillow(lr_stored, setting.codec, setting.quality)
     lr_received = decode_image_bytes(payload)
-    device = _device_of(model) if device is None else device
-    output = _decode_lr(model, lr_received, stored.output.shape, device)
+    if model is None:
+        if stored.method != "bicubic":
+            raise ValueError(f"{stored.method}: without a model, --lr-codec re-encodes only the bicubic row")
+        output = resize_levels(lr_received, (stored.output.shape[-2], stored.output.shape[-1]), "bicubic")
+    else:
+        device = _device_of(model) if device is None else device
+        output = _decode_lr(model, lr_received, stored.output.shape, device)
     return Reconstruction(setting.row(stored.method), output, payload, setting.codec, setting.quality,
                           lr=lr_received)
 
@@ -218,13 +226,14 @@ def _sizes(model: Any, hr_size: int | None, lr_size: int | None, upscaler: Any |
 
 
 def _row_names(method_names: Sequence[str], lr_codecs: Sequence[LrCodecSetting], upscaler: bool) -> list[str]:
-    """The rows in table order: each model row followed by its --lr-codec rows; grain_upscale's group right after
-    bicubic (the upscaling it competes with), else after grain's group, else first."""
+    """The rows in table order: each model row and the bicubic row followed by its --lr-codec rows; grain_upscale's
+    group right after bicubic's (the upscaling it competes with), else after grain's group, else first."""
     grain_group = ["grain", *(setting.row("grain") for setting in lr_codecs)]
+    bicubic_group = ["bicubic", *(setting.row("bicubic") for setting in lr_codecs)]
     upscaler_group = [UPSCALER_METHOD, *(setting.row(UPSCALER_METHOD) for setting in lr_codecs)] if upscaler else []
     rows: list[str] = []
     for name in method_names:
-        rows += grain_group if name == "grain" else [name]
+        rows += {"grain": grain_group, "bicubic": bicubic_group}.get(name, [name])
         if name == "bicubic":
             rows += upscaler_group
     if upscaler and "bicubic" not in method_names:
@@ -375,7 +384,7 @@ def evaluate_folder(
                                                                                   png_encoder)
                     reconstructions[UPSCALER_METHOD] = upscaler_reconstruction(upscaling, hr_uint8, png_encoder,
                                                                                device, thumbnail)
-                for model_row, decoder in (("grain", evaluated), (UPSCALER_METHOD, upscaling)):
+                for model_row, decoder in (("grain", evaluated), ("bicubic", None), (UPSCALER_METHOD, upscaling)):
                     if model_row not in reconstructions:
                         continue
                     for setting in recodings:  # the LR a platform's re-encode hands the model
