@@ -38,8 +38,8 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
     parser.add_argument("--upscaler", metavar="CKPT", help="a GRAIN model file or stage .ckpt that decodes ordinary "
                         "thumbnails: row grain_upscale, the bicubic row's stored thumbnail decoded by it")
     parser.add_argument("--lr-codec", action="append", metavar="CODEC:Q[,...]",
-                        help="per setting, a row per model with its stored LR re-encoded by Pillow, e.g. "
-                        "jpeg:90,jpeg:75,webp:90 (codecs jpeg, webp, avif; quality 1..100; repeatable)")
+                        help="per setting, a row per model (and for bicubic) with its stored LR re-encoded by "
+                        "Pillow, e.g. jpeg:90,jpeg:75,webp:90 (codecs jpeg, webp, avif; quality 1..100; repeatable)")
     parser.add_argument("-o", "--output", metavar="OUTDIR", required=True, help="folder for the results")
     parser.add_argument("--identity-weights", metavar="PATH", help="pSp's model_ir_se50.pth: identity cosine")
     parser.add_argument("--arcface", metavar="PATH", help="ArcFace weights for the 'arcface' column "
