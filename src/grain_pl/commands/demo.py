@@ -156,6 +156,9 @@ class DemoRecipe:
     lr_jpeg: dict | None = None
 
     def __post_init__(self) -> None:
+        from grain_pl.networks import get_preset
+
+        get_preset(self.preset)  # an unknown name: one line listing the known ones, before anything is written
         for name, table in (("iterations", self.iterations), ("learning_rate", self.learning_rate)):
             if set(table) != set(STAGES):
                 raise ValueError(f"DemoRecipe.{name} needs exactly the stages {', '.join(STAGES)}; got "
@@ -726,9 +729,6 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
 def _run_demo(args: argparse.Namespace) -> str:
     recipe = DemoRecipe().scaled(args.scale)
     if args.preset is not None:
-        from grain_pl.networks import get_preset
-
-        get_preset(args.preset)  # an unknown name is one line listing the known ones, before anything is written
         recipe = dataclasses.replace(recipe, preset=args.preset)
     if args.upscaler:
         recipe = upscaler_recipe(recipe)
